@@ -1,0 +1,54 @@
+"""jaxcg: differentiable coarse-graining in JAX.
+
+Units everywhere: nm, ps, kJ/mol; temperatures in K, kT in kJ/mol.
+"""
+
+from jaxcg.constraints import (
+    constraint_groups,
+    constraints_from_topology,
+    constraints_from_trajectory,
+)
+from jaxcg.data import (
+    AtomisticData,
+    iter_chunks,
+    load_atomistic,
+    load_dataset,
+    load_forces,
+    load_topology,
+    make_atomistic_data,
+    save_dataset,
+)
+from jaxcg.maps import (
+    LinearMap,
+    apply_map,
+    basic_aggregation_map,
+    check_map,
+    com_map,
+    mean_squared_mapped_force,
+    optimal_linear_map,
+    slice_map,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AtomisticData",
+    "LinearMap",
+    "apply_map",
+    "basic_aggregation_map",
+    "check_map",
+    "com_map",
+    "constraint_groups",
+    "constraints_from_topology",
+    "constraints_from_trajectory",
+    "iter_chunks",
+    "load_atomistic",
+    "load_dataset",
+    "load_forces",
+    "load_topology",
+    "make_atomistic_data",
+    "mean_squared_mapped_force",
+    "optimal_linear_map",
+    "save_dataset",
+    "slice_map",
+]

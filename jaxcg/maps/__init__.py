@@ -1,0 +1,29 @@
+"""Linear coarse-graining maps: positions x = M r, forces f = G F."""
+
+from jaxcg.maps._builders import basic_aggregation_map, com_map, slice_map
+from jaxcg.maps._checks import MapReport, MapValidityError, check_map
+from jaxcg.maps._linear_map import LinearMap, apply_map, mean_squared_mapped_force
+from jaxcg.maps._optimal import (
+    ForceMoment,
+    force_second_moment,
+    objective,
+    optimal_linear_map,
+    solve_optimal_force_map,
+)
+
+__all__ = [
+    "ForceMoment",
+    "LinearMap",
+    "MapReport",
+    "MapValidityError",
+    "apply_map",
+    "basic_aggregation_map",
+    "check_map",
+    "com_map",
+    "force_second_moment",
+    "mean_squared_mapped_force",
+    "objective",
+    "optimal_linear_map",
+    "slice_map",
+    "solve_optimal_force_map",
+]

@@ -1,0 +1,220 @@
+"""The statistically optimal linear force map (Krämer et al., arXiv 2302.07071).
+
+Among all force maps G that are consistent with the configurational map M (G Mᵀ = I) and give
+equal weights inside every constraint group, the optimal one minimises the mean squared mapped
+force E‖G F‖². Writing each row as g_i = C w_i, with C the (n, m) constraint-group expansion
+matrix, the problem for all N beads at once is the equality-constrained quadratic program
+
+    min_W  Σ_i w_iᵀ Q w_i,   Q = Cᵀ E[F Fᵀ] C + l2 CᵀC,   subject to  (M C) W = I,
+
+whose KKT system [[2Q, Aᵀ], [A, 0]] [W; Λ] = [0; I] with A = M C is solved exactly in one linear
+solve. Q may be singular (in vacuum the forces sum to zero in every frame, so the all-ones vector
+is in its null space); the KKT matrix stays non-singular as long as Q is positive definite on the
+null space of A, and a least-squares solve takes over where it is not.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxcg.constraints import expansion_matrix
+from jaxcg.data import AtomisticData
+from jaxcg.maps._linear_map import LinearMap
+
+ForceSource = AtomisticData | np.ndarray | jax.Array | Iterable
+
+
+@dataclasses.dataclass(frozen=True)
+class ForceMoment:
+    """Accumulated force second moment.
+
+    Attributes:
+      total: (n, n) float64, Σ_t w_t Σ_d F_td F_tdᵀ in (kJ/mol/nm)².
+      weight: Σ_t w_t (the frame count for uniform weights).
+      n_frames: number of frames seen.
+    """
+
+    total: np.ndarray
+    weight: float
+    n_frames: int
+
+    @property
+    def mean(self) -> np.ndarray:
+        """(n, n) E[Σ_d F_d F_dᵀ], (kJ/mol/nm)²."""
+        return self.total / self.weight
+
+
+@jax.jit
+def _chunk_moment(forces: jax.Array, weights: jax.Array) -> jax.Array:
+    return jnp.einsum("t,tnd,tmd->nm", weights, forces, forces)
+
+
+def _iter_force_chunks(source: ForceSource, chunk_size: int):
+    """Yield (forces (t, n, 3), weights (t,) or None) blocks from any supported source."""
+    if isinstance(source, AtomisticData):
+        for start in range(0, source.n_frames, chunk_size):
+            stop = start + chunk_size
+            weights = None if source.weights is None else source.weights[start:stop]
+            yield source.forces[start:stop], weights
+        return
+    if isinstance(source, np.ndarray | jax.Array):
+        for start in range(0, source.shape[0], chunk_size):
+            yield source[start : start + chunk_size], None
+        return
+    for item in source:
+        if isinstance(item, tuple):
+            if len(item) != 2:
+                raise ValueError(
+                    f"chunks must be forces arrays or (positions, forces) pairs, got a {len(item)}-tuple"
+                )
+            item = item[1]
+        yield item, None
+
+
+def force_second_moment(source: ForceSource, chunk_size: int = 2048) -> ForceMoment:
+    """Accumulate E[F Fᵀ] over frames without holding the trajectory whole.
+
+    Args:
+      source: AtomisticData (its per-frame weights are used), a (T, n, 3) forces array in
+        kJ/mol/nm, or an iterable of force chunks (t, n, 3) or (positions, forces) chunks, e.g.
+        ``jaxcg.data.iter_chunks(...)``.
+      chunk_size: frames per device call for in-memory sources.
+
+    Returns:
+      ForceMoment with the (n, n) sum in float64.
+    """
+    total, weight, n_frames, n_atoms = None, 0.0, 0, None
+    with jax.enable_x64(True):
+        for forces, weights in _iter_force_chunks(source, chunk_size):
+            forces = np.asarray(forces)
+            if forces.ndim != 3 or forces.shape[2] != 3:
+                raise ValueError(f"force chunks must have shape (t, n, 3), got {forces.shape}")
+            if n_atoms is None:
+                n_atoms = forces.shape[1]
+            elif forces.shape[1] != n_atoms:
+                raise ValueError(
+                    f"force chunk has {forces.shape[1]} atoms but earlier chunks had {n_atoms}"
+                )
+            if not np.all(np.isfinite(forces)):
+                raise ValueError(f"forces chunk starting at frame {n_frames} holds NaN or inf")
+            w = np.ones(forces.shape[0]) if weights is None else np.asarray(weights, np.float64)
+            chunk = np.asarray(
+                _chunk_moment(jnp.asarray(forces, jnp.float64), jnp.asarray(w, jnp.float64))
+            )
+            total = chunk if total is None else total + chunk
+            weight += float(w.sum())
+            n_frames += forces.shape[0]
+    if total is None:
+        raise ValueError("no frames: the force source is empty")
+    return ForceMoment(total=total, weight=weight, n_frames=n_frames)
+
+
+def _kkt_system(q: jax.Array, a: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """KKT matrix [[2q/s, aᵀ], [a, 0]] (s = mean diagonal of q, for conditioning) and rhs [0; I]."""
+    m, n_beads = q.shape[0], a.shape[0]
+    scale = jnp.maximum(jnp.trace(q) / m, jnp.finfo(q.dtype).tiny)
+    kkt = jnp.block([[2.0 * q / scale, a.T], [a, jnp.zeros((n_beads, n_beads), q.dtype)]])
+    rhs = jnp.concatenate([jnp.zeros((m, n_beads), q.dtype), jnp.eye(n_beads, dtype=q.dtype)])
+    return kkt, rhs
+
+
+@jax.jit
+def _solve_kkt(q: jax.Array, a: jax.Array) -> jax.Array:
+    """Minimise Σ_i w_iᵀ q w_i subject to a W = I; q (m, m), a (N, m); returns W (m, N)."""
+    kkt, rhs = _kkt_system(q, a)
+    return jnp.linalg.solve(kkt, rhs)[: q.shape[0]]
+
+
+@jax.jit
+def _solve_kkt_lstsq(q: jax.Array, a: jax.Array) -> jax.Array:
+    """As ``_solve_kkt``, by least squares: the minimum-norm W when q is singular on ker a."""
+    kkt, rhs = _kkt_system(q, a)
+    return jnp.linalg.lstsq(kkt, rhs)[0][: q.shape[0]]
+
+
+def solve_optimal_force_map(
+    moment: np.ndarray, config: np.ndarray, constraints: np.ndarray | None = None, l2: float = 0.0
+) -> np.ndarray:
+    """The optimal (N, n) force matrix G from a force second moment.
+
+    Args:
+      moment: (n, n) E[Σ_d F_d F_dᵀ] in (kJ/mol/nm)² (``ForceMoment.mean``).
+      config: (N, n) configurational map M.
+      constraints: (K, 2) constrained atom pairs, or None.
+      l2: weight of the penalty l2 · ‖g_i‖² on each bead's expanded coefficient vector, in the
+        units of ``moment``. (The paper's code penalises against Σ_t rather than the mean, so its
+        ``l2_regularization`` equals this ``l2`` times the number of frames.)
+
+    Returns:
+      G as a float64 numpy array. Solved in float64 whatever the global precision setting.
+    """
+    moment = np.asarray(moment, dtype=np.float64)
+    config = np.asarray(config, dtype=np.float64)
+    n_beads, n_atoms = config.shape
+    if moment.shape != (n_atoms, n_atoms):
+        raise ValueError(
+            f"moment has shape {moment.shape} but config_map has {n_atoms} atoms; expected ({n_atoms}, {n_atoms})"
+        )
+    if l2 < 0:
+        raise ValueError(f"l2 must be non-negative, got {l2}")
+    expand = expansion_matrix(constraints, n_atoms)
+    a = config @ expand
+    if np.linalg.matrix_rank(a) < n_beads:
+        raise ValueError(
+            "no force map can be consistent with this config_map under these constraints: "
+            "the beads' atoms, merged over constraint groups, are linearly dependent "
+            "(e.g. two beads whose atoms lie in one constraint group)"
+        )
+    q = expand.T @ moment @ expand + l2 * (expand.T @ expand)
+    with jax.enable_x64(True):
+        q64, a64 = jnp.asarray(q), jnp.asarray(a)
+        weights = np.asarray(_solve_kkt(q64, a64))
+        if not np.all(np.isfinite(weights)) or np.abs(a @ weights - np.eye(n_beads)).max() > 1e-8:
+            weights = np.asarray(_solve_kkt_lstsq(q64, a64))
+    return (expand @ weights).T
+
+
+def optimal_linear_map(
+    source: ForceSource,
+    config_map: LinearMap | np.ndarray,
+    constraints: np.ndarray | None = None,
+    l2: float = 0.0,
+    chunk_size: int = 2048,
+) -> LinearMap:
+    """The valid force map with the smallest mean squared mapped force E‖G F‖².
+
+    Args:
+      source: forces to average over: AtomisticData, a (T, n, 3) array in kJ/mol/nm, or an
+        iterable of chunks (streamed; the trajectory is never held whole).
+      config_map: a LinearMap (its ``config`` is used) or an (N, n) matrix M.
+      constraints: (K, 2) constrained atom pairs; their groups get equal weights. For
+        AtomisticData with ``constraints=None`` the data's own constraints are used.
+      l2: ridge penalty on the expanded coefficients, (kJ/mol/nm)² (see
+        ``solve_optimal_force_map``).
+      chunk_size: frames per accumulation step.
+
+    Returns:
+      LinearMap(config=M, force=G), G in the default float dtype.
+    """
+    config = np.asarray(config_map.config if isinstance(config_map, LinearMap) else config_map)
+    if constraints is None and isinstance(source, AtomisticData):
+        constraints = source.constraints
+    moment = force_second_moment(source, chunk_size=chunk_size)
+    if moment.total.shape[0] != config.shape[1]:
+        raise ValueError(
+            f"forces have {moment.total.shape[0]} atoms but config_map has {config.shape[1]}"
+        )
+    force = solve_optimal_force_map(moment.mean, config, constraints, l2)
+    dtype = jnp.result_type(float)
+    return LinearMap(config=jnp.asarray(config, dtype=dtype), force=jnp.asarray(force, dtype=dtype))
+
+
+def objective(force_map: LinearMap | np.ndarray, moment: np.ndarray) -> float:
+    """Σ_i g_iᵀ E[F Fᵀ] g_i: the mean squared mapped force from a second moment, (kJ/mol/nm)²."""
+    g = np.asarray(force_map.force if isinstance(force_map, LinearMap) else force_map, np.float64)
+    return float(np.einsum("in,nm,im->", g, np.asarray(moment, np.float64), g))
