@@ -10,6 +10,7 @@ from jaxcg.constraints import (
 )
 from jaxcg.data import (
     AtomisticData,
+    CGData,
     iter_chunks,
     load_atomistic,
     load_dataset,
@@ -24,6 +25,7 @@ from jaxcg.maps import (
     basic_aggregation_map,
     check_map,
     com_map,
+    map_dataset,
     mean_squared_mapped_force,
     optimal_linear_map,
     slice_map,
@@ -33,6 +35,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AtomisticData",
+    "CGData",
     "LinearMap",
     "apply_map",
     "basic_aggregation_map",
@@ -47,6 +50,7 @@ __all__ = [
     "load_forces",
     "load_topology",
     "make_atomistic_data",
+    "map_dataset",
     "mean_squared_mapped_force",
     "optimal_linear_map",
     "save_dataset",

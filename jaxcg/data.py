@@ -193,6 +193,68 @@ def make_atomistic_data(
     )
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
+class CGData:
+    """Coarse-grained frames: mapped positions and forces, the training data of a CG model.
+
+    Attributes:
+      positions: (T, N, 3) float, nm (x = M r).
+      forces: (T, N, 3) float, kJ/mol/nm (f = G F).
+      bead_types: (N,) int, the type of each bead (the model's embedding index).
+      bonds: (B, 2) int bead-index pairs of the bonded graph (e.g. consecutive CA beads).
+      temperature: K; ``kT`` gives kJ/mol.
+      topology: an mdtraj Topology of the beads (for writing CG trajectories), or None.
+      weights: (T,) per-frame weights, or None.
+      masses: (N,) bead masses in amu (g/mol), or None.
+    """
+
+    positions: np.ndarray
+    forces: np.ndarray
+    bead_types: np.ndarray
+    bonds: np.ndarray
+    temperature: float
+    topology: md.Topology | None = None
+    weights: np.ndarray | None = None
+    masses: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        _check_frames_array("positions", np.asarray(self.positions), None)
+        if np.shape(self.forces) != np.shape(self.positions):
+            raise ValueError(
+                f"forces has shape {np.shape(self.forces)} but positions has shape {np.shape(self.positions)}"
+            )
+        n_beads = np.shape(self.positions)[1]
+        if np.shape(self.bead_types) != (n_beads,):
+            raise ValueError(f"bead_types must have shape ({n_beads},), got {np.shape(self.bead_types)}")
+        bonds = np.asarray(self.bonds)
+        if bonds.size and (bonds.ndim != 2 or bonds.shape[1] != 2 or bonds.min() < 0 or bonds.max() >= n_beads):
+            raise ValueError(f"bonds must be (B, 2) indices of the {n_beads} beads, got shape {bonds.shape}")
+        if not np.isfinite(self.temperature) or self.temperature <= 0:
+            raise ValueError(f"temperature must be a positive number of kelvin, got {self.temperature!r}")
+        if self.topology is not None and self.topology.n_atoms != n_beads:
+            raise ValueError(f"topology has {self.topology.n_atoms} atoms but there are {n_beads} beads")
+
+    @property
+    def n_frames(self) -> int:
+        return int(np.shape(self.positions)[0])
+
+    @property
+    def n_beads(self) -> int:
+        return int(np.shape(self.positions)[1])
+
+    @property
+    def kT(self) -> float:
+        """Thermal energy in kJ/mol."""
+        return kT_from_temperature(self.temperature)
+
+    def subset(self, frames: slice | np.ndarray) -> CGData:
+        """A new CGData holding only ``frames``."""
+        weights = None if self.weights is None else self.weights[frames]
+        return dataclasses.replace(
+            self, positions=self.positions[frames], forces=self.forces[frames], weights=weights
+        )
+
+
 # ----------------------------------------------------------------------------- loaders
 
 

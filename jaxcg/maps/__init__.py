@@ -1,6 +1,7 @@
 """Linear coarse-graining maps: positions x = M r, forces f = G F."""
 
 from jaxcg.maps._builders import basic_aggregation_map, com_map, slice_map
+from jaxcg.maps._cg_data import cg_topology, map_dataset
 from jaxcg.maps._checks import MapReport, MapValidityError, check_map
 from jaxcg.maps._linear_map import LinearMap, apply_map, mean_squared_mapped_force
 from jaxcg.maps._optimal import (
@@ -18,9 +19,11 @@ __all__ = [
     "MapValidityError",
     "apply_map",
     "basic_aggregation_map",
+    "cg_topology",
     "check_map",
     "com_map",
     "force_second_moment",
+    "map_dataset",
     "mean_squared_mapped_force",
     "objective",
     "optimal_linear_map",
