@@ -1,4 +1,4 @@
-"""The ``jaxcg`` command: ``demo``, ``reference``, ``map``.
+"""The ``jaxcg`` command: ``demo``, ``reference``, ``train``, ``simulate``, ``analyze``.
 
 Stateful wrappers (progress bars, files) live here, on top of the pure library.
 """
@@ -12,6 +12,24 @@ import sys
 def _add_reference_parser(subparsers: argparse._SubParsersAction) -> None:
     """`jaxcg reference SYSTEM ...`: generate all-atom reference data with OpenMM."""
     # Filled in by the reference-data work (jaxcg/reference).
+    return None
+
+
+def _add_train_parser(subparsers: argparse._SubParsersAction) -> None:
+    """`jaxcg train ...`: force matching of a CG model (jaxcg.train)."""
+    # Filled in by the training work (jaxcg/train.py).
+    return None
+
+
+def _add_simulate_parser(subparsers: argparse._SubParsersAction) -> None:
+    """`jaxcg simulate ...`: CG Langevin dynamics of many replicas (jaxcg.simulate)."""
+    # Filled in by the simulation work (jaxcg/simulate.py).
+    return None
+
+
+def _add_analyze_parser(subparsers: argparse._SubParsersAction) -> None:
+    """`jaxcg analyze ...`: PMFs, FES, TICA against the reference (jaxcg.analysis)."""
+    # Filled in by the analysis work (jaxcg/analysis.py).
     return None
 
 
@@ -32,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True)
     _add_demo_parser(subparsers)
     _add_reference_parser(subparsers)
+    _add_train_parser(subparsers)
+    _add_simulate_parser(subparsers)
+    _add_analyze_parser(subparsers)
     return parser
 
 
