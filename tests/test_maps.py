@@ -1,8 +1,8 @@
 """Force maps: builders, validity, the optimal map against an independent float64 solver."""
 
 import jax
-import jax.test_util
 import jax.numpy as jnp
+import jax.test_util
 import mdtraj as md
 import numpy as np
 import pytest

@@ -31,10 +31,12 @@ ForceSource = AtomisticData | np.ndarray | jax.Array | Iterable
 
 @dataclasses.dataclass(frozen=True)
 class ForceMoment:
-    """Accumulated force second moment.
+    """Accumulated force second moment, optionally of forces summed over constraint groups.
 
     Attributes:
-      total: (n, n) float64, Σ_t w_t Σ_d F_td F_tdᵀ in (kJ/mol/nm)².
+      total: (k, k) float64, Σ_t w_t Σ_d F'_td F'_tdᵀ in (kJ/mol/nm)², with F' = Cᵀ F the
+        forces summed over the columns of the expansion matrix C (k = m groups), or F itself
+        (k = n atoms) when no expansion was given.
       weight: Σ_t w_t (the frame count for uniform weights).
       n_frames: number of frames seen.
     """
@@ -45,13 +47,16 @@ class ForceMoment:
 
     @property
     def mean(self) -> np.ndarray:
-        """(n, n) E[Σ_d F_d F_dᵀ], (kJ/mol/nm)²."""
+        """(k, k) E[Σ_d F'_d F'_dᵀ], (kJ/mol/nm)²."""
         return self.total / self.weight
 
 
 @jax.jit
-def _chunk_moment(forces: jax.Array, weights: jax.Array) -> jax.Array:
-    return jnp.einsum("t,tnd,tmd->nm", weights, forces, forces)
+def _chunk_moment(forces: jax.Array, weights: jax.Array, expand: jax.Array) -> jax.Array:
+    """Σ_t w_t Σ_d F'_td F'_tdᵀ for one chunk in float64, F' = Cᵀ F the group-summed forces."""
+    t, n, _ = forces.shape
+    summed = jnp.swapaxes(forces, 1, 2).reshape(t * 3, n).astype(jnp.float64) @ expand  # (3t, m)
+    return (summed * jnp.repeat(weights, 3)[:, None]).T @ summed
 
 
 def _iter_force_chunks(source: ForceSource, chunk_size: int):
@@ -76,41 +81,51 @@ def _iter_force_chunks(source: ForceSource, chunk_size: int):
         yield item, None
 
 
-def force_second_moment(source: ForceSource, chunk_size: int = 2048) -> ForceMoment:
-    """Accumulate E[F Fᵀ] over frames without holding the trajectory whole.
+def force_second_moment(
+    source: ForceSource, expansion: np.ndarray | None = None, chunk_size: int = 8192
+) -> ForceMoment:
+    """Accumulate E[F Fᵀ] (or E[(Cᵀ F)(Cᵀ F)ᵀ]) over frames without holding the trajectory whole.
 
     Args:
       source: AtomisticData (its per-frame weights are used), a (T, n, 3) forces array in
         kJ/mol/nm, or an iterable of force chunks (t, n, 3) or (positions, forces) chunks, e.g.
         ``jaxcg.data.iter_chunks(...)``.
+      expansion: optional (n, m) constraint-group expansion matrix C
+        (``jaxcg.constraints.expansion_matrix``): the moment of the group-summed forces, m × m,
+        which is all the optimal map needs and m²/n² of the work.
       chunk_size: frames per device call for in-memory sources.
 
     Returns:
-      ForceMoment with the (n, n) sum in float64.
+      ForceMoment, accumulated in float64 (each chunk's product is float64 too).
     """
     total, weight, n_frames, n_atoms = None, 0.0, 0, None
     with jax.enable_x64(True):
         for forces, weights in _iter_force_chunks(source, chunk_size):
-            forces = np.asarray(forces)
             if forces.ndim != 3 or forces.shape[2] != 3:
                 raise ValueError(f"force chunks must have shape (t, n, 3), got {forces.shape}")
             if n_atoms is None:
                 n_atoms = forces.shape[1]
+                if expansion is None:
+                    expansion = np.eye(n_atoms)
+                elif np.shape(expansion)[0] != n_atoms:
+                    raise ValueError(
+                        f"forces have {n_atoms} atoms but the map/expansion has {np.shape(expansion)[0]}"
+                    )
+                expand_device = jnp.asarray(expansion, jnp.float64)
             elif forces.shape[1] != n_atoms:
                 raise ValueError(
                     f"force chunk has {forces.shape[1]} atoms but earlier chunks had {n_atoms}"
                 )
-            if not np.all(np.isfinite(forces)):
-                raise ValueError(f"forces chunk starting at frame {n_frames} holds NaN or inf")
             w = np.ones(forces.shape[0]) if weights is None else np.asarray(weights, np.float64)
-            chunk = np.asarray(
-                _chunk_moment(jnp.asarray(forces, jnp.float64), jnp.asarray(w, jnp.float64))
-            )
+            chunk = _chunk_moment(jnp.asarray(forces), jnp.asarray(w), expand_device)
+            if not bool(jnp.isfinite(jnp.trace(chunk))):
+                raise ValueError(f"forces chunk starting at frame {n_frames} holds NaN or inf")
             total = chunk if total is None else total + chunk
             weight += float(w.sum())
             n_frames += forces.shape[0]
-    if total is None:
-        raise ValueError("no frames: the force source is empty")
+        if total is None:
+            raise ValueError("no frames: the force source is empty")
+        total = np.asarray(total)
     return ForceMoment(total=total, weight=weight, n_frames=n_frames)
 
 
@@ -138,17 +153,24 @@ def _solve_kkt_lstsq(q: jax.Array, a: jax.Array) -> jax.Array:
 
 
 def solve_optimal_force_map(
-    moment: np.ndarray, config: np.ndarray, constraints: np.ndarray | None = None, l2: float = 0.0
+    moment: np.ndarray,
+    config: np.ndarray,
+    constraints: np.ndarray | None = None,
+    l2: float = 0.0,
+    reduced: bool = False,
 ) -> np.ndarray:
     """The optimal (N, n) force matrix G from a force second moment.
 
     Args:
-      moment: (n, n) E[Σ_d F_d F_dᵀ] in (kJ/mol/nm)² (``ForceMoment.mean``).
+      moment: E[Σ_d F_d F_dᵀ] in (kJ/mol/nm)² (``ForceMoment.mean``): (n, n) over atoms, or
+        (m, m) over constraint groups when ``reduced`` (moment of ``expansion_matrix``-summed
+        forces).
       config: (N, n) configurational map M.
       constraints: (K, 2) constrained atom pairs, or None.
       l2: weight of the penalty l2 · ‖g_i‖² on each bead's expanded coefficient vector, in the
         units of ``moment``. (The paper's code penalises against Σ_t rather than the mean, so its
         ``l2_regularization`` equals this ``l2`` times the number of frames.)
+      reduced: whether ``moment`` is already over constraint groups.
 
     Returns:
       G as a float64 numpy array. Solved in float64 whatever the global precision setting.
@@ -156,13 +178,15 @@ def solve_optimal_force_map(
     moment = np.asarray(moment, dtype=np.float64)
     config = np.asarray(config, dtype=np.float64)
     n_beads, n_atoms = config.shape
-    if moment.shape != (n_atoms, n_atoms):
+    expand = expansion_matrix(constraints, n_atoms)
+    size = expand.shape[1] if reduced else n_atoms
+    if moment.shape != (size, size):
         raise ValueError(
-            f"moment has shape {moment.shape} but config_map has {n_atoms} atoms; expected ({n_atoms}, {n_atoms})"
+            f"moment has shape {moment.shape}; expected ({size}, {size}) for config_map's "
+            f"{n_atoms} atoms{' in ' + str(size) + ' constraint groups' if reduced else ''}"
         )
     if l2 < 0:
         raise ValueError(f"l2 must be non-negative, got {l2}")
-    expand = expansion_matrix(constraints, n_atoms)
     a = config @ expand
     if np.linalg.matrix_rank(a) < n_beads:
         raise ValueError(
@@ -170,7 +194,8 @@ def solve_optimal_force_map(
             "the beads' atoms, merged over constraint groups, are linearly dependent "
             "(e.g. two beads whose atoms lie in one constraint group)"
         )
-    q = expand.T @ moment @ expand + l2 * (expand.T @ expand)
+    q = moment if reduced else expand.T @ moment @ expand
+    q = q + l2 * np.diag(expand.sum(axis=0))  # CᵀC is diagonal: the group sizes
     with jax.enable_x64(True):
         q64, a64 = jnp.asarray(q), jnp.asarray(a)
         weights = np.asarray(_solve_kkt(q64, a64))
@@ -184,7 +209,7 @@ def optimal_linear_map(
     config_map: LinearMap | np.ndarray,
     constraints: np.ndarray | None = None,
     l2: float = 0.0,
-    chunk_size: int = 2048,
+    chunk_size: int = 8192,
 ) -> LinearMap:
     """The valid force map with the smallest mean squared mapped force E‖G F‖².
 
@@ -204,17 +229,21 @@ def optimal_linear_map(
     config = np.asarray(config_map.config if isinstance(config_map, LinearMap) else config_map)
     if constraints is None and isinstance(source, AtomisticData):
         constraints = source.constraints
-    moment = force_second_moment(source, chunk_size=chunk_size)
-    if moment.total.shape[0] != config.shape[1]:
-        raise ValueError(
-            f"forces have {moment.total.shape[0]} atoms but config_map has {config.shape[1]}"
-        )
-    force = solve_optimal_force_map(moment.mean, config, constraints, l2)
+    n_atoms = config.shape[1]
+    if isinstance(source, AtomisticData | np.ndarray | jax.Array) and _n_atoms(source) != n_atoms:
+        raise ValueError(f"forces have {_n_atoms(source)} atoms but config_map has {n_atoms}")
+    expand = expansion_matrix(constraints, n_atoms)
+    moment = force_second_moment(source, expansion=expand, chunk_size=chunk_size)
+    force = solve_optimal_force_map(moment.mean, config, constraints, l2, reduced=True)
     dtype = jnp.result_type(float)
     return LinearMap(config=jnp.asarray(config, dtype=dtype), force=jnp.asarray(force, dtype=dtype))
 
 
+def _n_atoms(source: ForceSource) -> int:
+    return source.n_atoms if isinstance(source, AtomisticData) else int(source.shape[1])
+
+
 def objective(force_map: LinearMap | np.ndarray, moment: np.ndarray) -> float:
-    """Σ_i g_iᵀ E[F Fᵀ] g_i: the mean squared mapped force from a second moment, (kJ/mol/nm)²."""
+    """Σ_i g_iᵀ E[F Fᵀ] g_i: the mean squared mapped force from an (n, n) moment, (kJ/mol/nm)²."""
     g = np.asarray(force_map.force if isinstance(force_map, LinearMap) else force_map, np.float64)
     return float(np.einsum("in,nm,im->", g, np.asarray(moment, np.float64), g))
