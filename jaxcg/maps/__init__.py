@@ -11,10 +11,19 @@ from jaxcg.maps._optimal import (
     optimal_linear_map,
     solve_optimal_force_map,
 )
+from jaxcg.maps._parametrized import (
+    MapParametrization,
+    fit_force_map,
+    force_matrix,
+    parametrized_map,
+    support_within_bonds,
+    valid_map_parametrization,
+)
 
 __all__ = [
     "ForceMoment",
     "LinearMap",
+    "MapParametrization",
     "MapReport",
     "MapValidityError",
     "apply_map",
@@ -22,11 +31,16 @@ __all__ = [
     "cg_topology",
     "check_map",
     "com_map",
+    "fit_force_map",
+    "force_matrix",
     "force_second_moment",
     "map_dataset",
     "mean_squared_mapped_force",
     "objective",
     "optimal_linear_map",
+    "parametrized_map",
     "slice_map",
     "solve_optimal_force_map",
+    "support_within_bonds",
+    "valid_map_parametrization",
 ]

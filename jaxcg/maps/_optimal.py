@@ -187,6 +187,9 @@ def solve_optimal_force_map(
         )
     if l2 < 0:
         raise ValueError(f"l2 must be non-negative, got {l2}")
+    empty = np.flatnonzero(~np.any(config != 0, axis=1))
+    if empty.size:
+        raise ValueError(f"config_map: bead {empty[0]} has no atoms (an all-zero row of M)")
     a = config @ expand
     if np.linalg.matrix_rank(a) < n_beads:
         raise ValueError(
