@@ -4,6 +4,12 @@ from jaxcg.maps._builders import basic_aggregation_map, com_map, slice_map
 from jaxcg.maps._cg_data import cg_topology, map_dataset
 from jaxcg.maps._checks import MapReport, MapValidityError, check_map
 from jaxcg.maps._linear_map import LinearMap, apply_map, mean_squared_mapped_force
+from jaxcg.maps._noise import (
+    NoiseAugmentedMap,
+    apply_noise_augmented_map,
+    augment_with_noise,
+    noise_augmented_map,
+)
 from jaxcg.maps._optimal import (
     ForceMoment,
     force_second_moment,
@@ -26,7 +32,10 @@ __all__ = [
     "MapParametrization",
     "MapReport",
     "MapValidityError",
+    "NoiseAugmentedMap",
     "apply_map",
+    "apply_noise_augmented_map",
+    "augment_with_noise",
     "basic_aggregation_map",
     "cg_topology",
     "check_map",
@@ -36,6 +45,7 @@ __all__ = [
     "force_second_moment",
     "map_dataset",
     "mean_squared_mapped_force",
+    "noise_augmented_map",
     "objective",
     "optimal_linear_map",
     "parametrized_map",
