@@ -3,6 +3,13 @@
 from jaxcg.maps._builders import basic_aggregation_map, com_map, slice_map
 from jaxcg.maps._cg_data import cg_topology, map_dataset
 from jaxcg.maps._checks import MapReport, MapValidityError, check_map
+from jaxcg.maps._configurational import (
+    configurational_coefficients,
+    configurational_mapped_forces,
+    fit_configurational_map,
+    init_configurational_map,
+    mean_squared_configurational_force,
+)
 from jaxcg.maps._linear_map import LinearMap, apply_map, mean_squared_mapped_force
 from jaxcg.maps._noise import (
     NoiseAugmentedMap,
@@ -39,11 +46,16 @@ __all__ = [
     "basic_aggregation_map",
     "cg_topology",
     "check_map",
+    "configurational_coefficients",
+    "configurational_mapped_forces",
     "com_map",
+    "fit_configurational_map",
     "fit_force_map",
     "force_matrix",
     "force_second_moment",
+    "init_configurational_map",
     "map_dataset",
+    "mean_squared_configurational_force",
     "mean_squared_mapped_force",
     "noise_augmented_map",
     "objective",

@@ -1,0 +1,191 @@
+"""Configuration-dependent force maps G(r), valid at every configuration.
+
+For a linear configurational map x = M r and coefficients G(r) (N, n) that satisfy G(r) Mᵀ = I
+at every r, the mapped force of bead i along Cartesian direction α is
+
+    f_iα(r) = Σ_a G_ia(r) F_aα(r) + kT Σ_a ∂G_ia(r) / ∂r_aα                       (kJ/mol/nm)
+
+The second (divergence) term is required: integrating by parts over the atoms at fixed x,
+E[Σ_a G_ia F_aα | x] = −∂PMF/∂x_iα − kT E[Σ_a ∂G_ia/∂r_aα | x], so without it the mean force is
+biased wherever the coefficients vary with r. With it, E[f | x] = −∇PMF(x) for every valid G(r),
+and minimising E‖f‖² lowers only the noise.
+
+G(r) = G0 + θ(r) B uses the valid-map parametrisation (``valid_map_parametrization``), so
+consistency holds exactly for every network output. θ_i(r) comes from a small MLP of invariant,
+local features: the distances from bead i's position M_i r to every atom, and a one-hot bead index.
+
+Limitation: the divergence above is the ambient one, exact for unconstrained data. Under holonomic
+constraints the divergence must be taken on the constraint manifold (and the constrained measure
+brings a metric factor), which is not implemented: ``fit_configurational_map`` refuses
+constrained data rather than return a biased map.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxcg.data import AtomisticData
+from jaxcg.maps._parametrized import MapParametrization, force_matrix
+
+MLPParams = list[tuple[jax.Array, jax.Array]]
+
+
+def init_configurational_map(
+    parametrization: MapParametrization, key: jax.Array, hidden: tuple[int, ...] = (64, 64)
+) -> MLPParams:
+    """MLP weights mapping bead features (n distances + N one-hot) to θ_i (K).
+
+    The last layer starts at zero, so the initial map is the parametrisation's base map.
+    """
+    n_beads, width, n_atoms = np.shape(parametrization.basis)
+    sizes = [n_atoms + n_beads, *hidden, width]
+    params = []
+    keys = jax.random.split(key, len(sizes) - 1)
+    dtype = parametrization.basis.dtype
+    for layer, (k, fan_in, fan_out) in enumerate(zip(keys, sizes[:-1], sizes[1:], strict=True)):
+        last = layer == len(sizes) - 2
+        weight = jnp.zeros((fan_in, fan_out), dtype) if last else (
+            jax.random.normal(k, (fan_in, fan_out), dtype) / jnp.sqrt(jnp.asarray(fan_in, dtype))
+        )
+        params.append((weight, jnp.zeros((fan_out,), dtype)))
+    return params
+
+
+def _bead_features(parametrization: MapParametrization, positions: jax.Array) -> jax.Array:
+    """(N, n + N) features: distances (nm) from each bead to every atom, and a one-hot index."""
+    beads = parametrization.config.astype(positions.dtype) @ positions
+    distances = jnp.sqrt(jnp.sum((beads[:, None, :] - positions[None, :, :]) ** 2, axis=-1) + 1e-12)
+    n_beads = beads.shape[0]
+    return jnp.concatenate([distances, jnp.eye(n_beads, dtype=positions.dtype)], axis=1)
+
+
+def configurational_coefficients(
+    parametrization: MapParametrization, params: MLPParams, positions: jax.Array
+) -> jax.Array:
+    """G(r): (N, n) valid force-map coefficients at one configuration ``positions`` (n, 3) nm."""
+    hidden = _bead_features(parametrization, positions)
+    for weight, bias in params[:-1]:
+        hidden = jax.nn.silu(hidden @ weight + bias)
+    weight, bias = params[-1]
+    theta = hidden @ weight + bias
+    return force_matrix(parametrization, theta)
+
+
+def configurational_mapped_forces(
+    coefficients_fn: Callable[[jax.Array], jax.Array],
+    positions: jax.Array,
+    forces: jax.Array,
+    kT: float,
+    divergence: bool = True,
+) -> jax.Array:
+    """Mapped forces f = G(r) F + kT ∇·G(r) of one frame.
+
+    Args:
+      coefficients_fn: r (n, 3) -> G(r) (N, n); must satisfy G(r) Mᵀ = I.
+      positions: (n, 3) nm. forces: (n, 3) kJ/mol/nm. kT: kJ/mol.
+      divergence: include the kT Σ_a ∂G_ia/∂r_aα term (leave on: without it the map is biased).
+
+    Returns:
+      (N, 3) kJ/mol/nm. Use ``jax.vmap`` over frames.
+    """
+    g = coefficients_fn(positions)
+    mapped = g.astype(forces.dtype) @ forces
+    if not divergence:
+        return mapped
+    jacobian = jax.jacfwd(coefficients_fn)(positions)  # (N, n, n, 3): ∂G_ia / ∂r_bβ
+    div = jnp.einsum("iaad->id", jacobian)
+    return mapped + kT * div.astype(forces.dtype)
+
+
+def fit_configurational_map(
+    parametrization: MapParametrization,
+    data: AtomisticData,
+    key: jax.Array,
+    params: MLPParams | None = None,
+    optimizer: optax.GradientTransformation | None = None,
+    steps: int = 1000,
+    batch_size: int = 64,
+    l2: float = 0.0,
+    hidden: tuple[int, ...] = (64, 64),
+    callback: Callable[[int, float], None] | None = None,
+) -> tuple[MLPParams, np.ndarray]:
+    """Train G(r) to minimise E‖f‖² + l2 E‖θ(r)‖² with optax (divergence term included).
+
+    Args:
+      parametrization: valid-map parametrisation (its base is θ = 0; build it with
+        ``base=`` an optimal linear map to start from the best linear map).
+      data: unconstrained all-atom frames (positions nm, forces kJ/mol/nm).
+      key: jax.random key (initialisation and minibatches).
+      params: starting MLP weights (default ``init_configurational_map``).
+      optimizer: default Adam, learning rate 1e-3 cosine-decayed.
+      steps, batch_size: optimisation steps and frames per step.
+      l2: penalty on the mean squared coefficients θ, (kJ/mol/nm)² per unit θ².
+      callback: callback(step, loss) every 100 steps.
+
+    Returns:
+      (params, losses) with losses (steps,) in (kJ/mol/nm)² per frame.
+    """
+    if data.constraints is not None and len(data.constraints):
+        raise ValueError(
+            "fit_configurational_map needs unconstrained data: the divergence correction on a "
+            f"constraint manifold is not implemented (data has {len(data.constraints)} constraints)"
+        )
+    init_key, key = jax.random.split(key)
+    params = init_configurational_map(parametrization, init_key, hidden) if params is None else params
+    optimizer = optimizer or optax.adam(optax.cosine_decay_schedule(1e-3, steps, alpha=1e-2))
+    positions = jnp.asarray(data.positions, parametrization.basis.dtype)
+    forces = jnp.asarray(data.forces, parametrization.basis.dtype)
+    kT = data.kT
+
+    def loss_fn(p: MLPParams, batch_positions: jax.Array, batch_forces: jax.Array) -> jax.Array:
+        def one(r, f):
+            coefficients = lambda x: configurational_coefficients(parametrization, p, x)  # noqa: E731
+            mapped = configurational_mapped_forces(coefficients, r, f, kT)
+            theta = coefficients(r) - parametrization.base
+            return jnp.sum(mapped**2) + l2 * jnp.sum(theta**2)
+
+        return jnp.mean(jax.vmap(one)(batch_positions, batch_forces))
+
+    @jax.jit
+    def step(carry, step_key):
+        p, opt_state = carry
+        index = jax.random.randint(step_key, (batch_size,), 0, positions.shape[0])
+        loss, grad = jax.value_and_grad(loss_fn)(p, positions[index], forces[index])
+        with jax.numpy_dtype_promotion("standard"):
+            updates, opt_state = optimizer.update(grad, opt_state, p)
+        return (optax.apply_updates(p, updates), opt_state), loss
+
+    opt_state = optimizer.init(params)
+    keys = jax.random.split(key, steps)
+    losses = []
+    for start in range(0, steps, 100):
+        (params, opt_state), chunk = jax.lax.scan(step, (params, opt_state), keys[start : start + 100])
+        losses.append(np.asarray(chunk))
+        if callback is not None:
+            callback(min(start + 100, steps), float(losses[-1][-1]))
+    return params, np.concatenate(losses)
+
+
+def mean_squared_configurational_force(
+    parametrization: MapParametrization, params: MLPParams, data: AtomisticData, chunk_size: int = 256
+) -> float:
+    """E Σ_beads ‖f‖² of the configuration-dependent map over ``data``, (kJ/mol/nm)²."""
+    dtype = parametrization.basis.dtype
+
+    @jax.jit
+    def chunk_sum(r, f):
+        def one(x, y):
+            coefficients = lambda z: configurational_coefficients(parametrization, params, z)  # noqa: E731
+            return jnp.sum(configurational_mapped_forces(coefficients, x, y, data.kT) ** 2)
+
+        return jnp.sum(jax.vmap(one)(r, f))
+
+    total = 0.0
+    for positions, forces in data.chunks(chunk_size):
+        total += float(chunk_sum(jnp.asarray(positions, dtype), jnp.asarray(forces, dtype)))
+    return total / data.n_frames
