@@ -54,7 +54,7 @@ def test_divergence_matches_finite_differences():
         parametrization, params = random_parametrization_and_params(jax.random.PRNGKey(0))
         r = jnp.asarray(np.random.default_rng(1).normal(size=(5, 3)) * 0.3)
         zero_forces = jnp.zeros_like(r)
-        coefficients = lambda x: configurational_coefficients(parametrization, params, x)  # noqa: E731
+        coefficients = jax.jit(lambda x: configurational_coefficients(parametrization, params, x))
         div = configurational_mapped_forces(coefficients, r, zero_forces, kT=1.0)
         h = 1e-6
         expected = np.zeros((2, 3))
@@ -68,8 +68,8 @@ def test_divergence_matches_finite_differences():
 def test_coefficients_are_valid_at_every_frame():
     parametrization, params = random_parametrization_and_params(jax.random.PRNGKey(2))
     frames = jnp.asarray(np.random.default_rng(3).normal(size=(20, 5, 3)), jnp.float32)
-    for r in frames:
-        g = configurational_coefficients(parametrization, params, r)
+    coefficients = jax.vmap(lambda r: configurational_coefficients(parametrization, params, r))(frames)
+    for g in coefficients:
         assert float(jnp.abs(g - parametrization.base).max()) > 1e-3  # really configuration-dependent
         assert check_map(LinearMap(parametrization.config, g), tolerance=1e-5).valid
 
