@@ -47,7 +47,7 @@ def map_noise_table(data: AtomisticData, selection: str = "element O", train_fra
                 "mean_sq_force_per_bead": noise,
                 "valid": report.valid,
                 "max_violation": max(report.consistency, report.constraint_spread),
-                "oxygen_weights": np.round(np.asarray(linear_map.force[0]), 3).tolist(),
+                "bead0_weights": [round(float(w), 4) + 0.0 for w in np.asarray(linear_map.force[0])],
             }
         )
     for row in rows:
@@ -63,7 +63,7 @@ def format_table(title: str, rows: list[dict]) -> str:
     for row in rows:
         lines.append(
             f"{row['map']:<9}{row['mean_sq_force_per_bead']:>28.4g}{row['ratio_to_slice']:>10.3f}"
-            f"{'yes' if row['valid'] else 'NO':>7}  {row['oxygen_weights']}"
+            f"{'yes' if row['valid'] else 'NO':>7}  [{', '.join(f'{w:.3f}' for w in row['bead0_weights'])}]"
         )
     return "\n".join(lines)
 
