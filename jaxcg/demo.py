@@ -66,7 +66,7 @@ def format_table(title: str, rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def run_demo(out: str | Path = "demo-output", epochs: int = 30, echo: Callable[[str], None] = print) -> int:
+def run_demo(out: str | Path = "demo-output", steps: int = 20000, echo: Callable[[str], None] = print) -> int:
     """Run the demo, print the tables and write ``out/``. Returns an exit code."""
     from jaxcg.analysis import save_metrics
     from jaxcg.experiments.water_dimer import (
@@ -85,7 +85,7 @@ def run_demo(out: str | Path = "demo-output", epochs: int = 30, echo: Callable[[
         data = bundled_dataset(name)
         rows = map_noise_table(data)
         reference = reference_pmf(data)
-        learned = run_water_dimer(data, n_train=data.n_frames // 2, epochs=epochs, reference=reference)
+        learned = run_water_dimer(data, n_train=data.n_frames // 2, steps=steps, reference=reference)
         for row, result in zip(rows, learned, strict=True):
             row["pmf_rmse_kJ_per_mol"] = result.rmse
         constrained = "none" if data.constraints is None else f"{len(data.constraints)} pairs"
