@@ -52,11 +52,29 @@ class ForceMoment:
 
 
 @jax.jit
-def _chunk_moment(forces: jax.Array, weights: jax.Array, expand: jax.Array) -> jax.Array:
-    """Σ_t w_t Σ_d F'_td F'_tdᵀ for one chunk in float64, F' = Cᵀ F the group-summed forces."""
-    t, n, _ = forces.shape
-    summed = jnp.swapaxes(forces, 1, 2).reshape(t * 3, n).astype(jnp.float64) @ expand  # (3t, m)
-    return (summed * jnp.repeat(weights, 3)[:, None]).T @ summed
+def _chunk_moment(forces: jax.Array, weights: jax.Array, members: jax.Array) -> jax.Array:
+    """Σ_t w_t Σ_d F'_td F'_tdᵀ for one chunk in float64, F' = Cᵀ F the group-summed forces.
+
+    ``members`` (m, s) lists each group's atoms, padded with the index n of an appended zero
+    atom, so the group sums are a gather and an add instead of a dense product with C.
+    """
+    t = forces.shape[0]
+    padded = jnp.concatenate([forces, jnp.zeros((t, 1, 3), forces.dtype)], axis=1)
+    # group sums of at most a handful of atoms, in the data's precision, then float64 products
+    summed = jnp.sum(padded[:, members], axis=2).astype(jnp.float64)  # (t, m, 3)
+    weighted = summed * weights.astype(jnp.float64)[:, None, None]
+    return jnp.einsum("tmd,tkd->mk", weighted, summed)
+
+
+def _group_members(expansion: np.ndarray) -> np.ndarray:
+    """(m, s) atom indices of each column of the 0/1 expansion matrix, padded with n."""
+    n_atoms, n_groups = expansion.shape
+    columns = [np.flatnonzero(expansion[:, k]) for k in range(n_groups)]
+    width = max(len(c) for c in columns)
+    members = np.full((n_groups, width), n_atoms, dtype=np.int32)
+    for k, atoms in enumerate(columns):
+        members[k, : len(atoms)] = atoms
+    return members
 
 
 def _iter_force_chunks(source: ForceSource, chunk_size: int):
@@ -111,13 +129,13 @@ def force_second_moment(
                     raise ValueError(
                         f"forces have {n_atoms} atoms but the map/expansion has {np.shape(expansion)[0]}"
                     )
-                expand_device = jnp.asarray(expansion, jnp.float64)
+                members = jnp.asarray(_group_members(np.asarray(expansion)))
             elif forces.shape[1] != n_atoms:
                 raise ValueError(
                     f"force chunk has {forces.shape[1]} atoms but earlier chunks had {n_atoms}"
                 )
             w = np.ones(forces.shape[0]) if weights is None else np.asarray(weights, np.float64)
-            chunk = _chunk_moment(jnp.asarray(forces), jnp.asarray(w), expand_device)
+            chunk = _chunk_moment(jnp.asarray(forces), jnp.asarray(w), members)
             if not bool(jnp.isfinite(jnp.trace(chunk))):
                 raise ValueError(f"forces chunk starting at frame {n_frames} holds NaN or inf")
             total = chunk if total is None else total + chunk
