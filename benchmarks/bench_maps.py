@@ -40,8 +40,8 @@ def cln025_data(n_frames: int):
     if not path.exists():
         from jaxcg.reference import generate
 
-        print(f"generating {path} with OpenMM ({n_frames} frames, vacuum, HBonds) ...", flush=True)
-        generate("chignolin", path, n_frames=n_frames, solvent="vacuum", seed=1)
+        print(f"generating {path} with OpenMM ({n_frames} frames every 0.1 ps, vacuum, HBonds) ...", flush=True)
+        generate("chignolin", path, n_frames=n_frames, solvent="vacuum", seed=1, save_every=50)
     return path, load_dataset(path)
 
 
