@@ -69,32 +69,446 @@ def _run_reference(args: argparse.Namespace) -> int:
 
 def _add_train_parser(subparsers: argparse._SubParsersAction) -> None:
     """`jaxcg train ...`: force matching of a CG model (jaxcg.train)."""
-    # Filled in by the training work (jaxcg/train.py).
-    return None
+    parser = subparsers.add_parser(
+        "train",
+        help="force-match a prior + SchNet CG model",
+        description="Fit Boltzmann-inversion priors to the CG data, then train a SchNet on the "
+        "delta forces (mapped minus prior forces) with Adam. Writes OUT/metrics.json|csv, "
+        "OUT/checkpoints/ (orbax, one per epoch; --resume continues exactly), OUT/model.npz + "
+        "OUT/model.json (the best parameters) and OUT/energy.py (for `jaxcg simulate --energy "
+        "OUT/energy.py:energy`).",
+    )
+    parser.add_argument("--data", required=True,
+                        help="CG data .npz (positions (T, N, 3) nm, forces (T, N, 3) kJ/mol/nm, "
+                        "bead_types (N,), bonds (B, 2), temperature K) or an all-atom jaxcg "
+                        "dataset .h5 mapped with --map/--selection")
+    parser.add_argument("--map", choices=["slice", "basic", "optimal"], default="slice",
+                        help="force map for an .h5 dataset (default slice)")
+    parser.add_argument("--selection", default="name CA", help="mdtraj selection of the beads")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints")
+    parser.add_argument("--epochs", type=int, default=50)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--lr", type=float, default=1e-3, help="peak learning rate")
+    parser.add_argument("--schedule", choices=["cosine", "constant"], default="cosine")
+    parser.add_argument("--val-fraction", type=float, default=0.1)
+    parser.add_argument("--patience", type=int, default=10)
+    parser.add_argument("--features", type=int, default=128)
+    parser.add_argument("--blocks", type=int, default=2)
+    parser.add_argument("--rbf", type=int, default=32)
+    parser.add_argument("--cutoff", type=float, default=1.2, help="nm")
+    parser.add_argument("--exclusion-hops", type=int, default=0,
+                        help="leave pairs at most this many bonds apart out of the SchNet")
+    parser.add_argument("--no-prior", action="store_true", help="train the SchNet alone")
+    parser.add_argument("--devices", type=int, default=1,
+                        help="local devices for data parallelism (--batch-size a multiple of it)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.set_defaults(func=_train_run)
+
+
+def _train_load_cg(args: argparse.Namespace):
+    """CGData from an npz of CG arrays or a mapped all-atom .h5 dataset."""
+    import numpy as np
+
+    from jaxcg import maps
+    from jaxcg.data import CGData, load_dataset
+
+    if args.data.endswith(".npz"):
+        with np.load(args.data) as archive:
+            missing = {"positions", "forces", "bead_types", "bonds", "temperature"} - set(archive)
+            if missing:
+                raise ValueError(f"--data {args.data!r} lacks arrays {sorted(missing)}")
+            return CGData(
+                positions=archive["positions"], forces=archive["forces"],
+                bead_types=archive["bead_types"], bonds=archive["bonds"],
+                temperature=float(archive["temperature"]),
+                weights=archive["weights"] if "weights" in archive else None,
+            )
+    data = load_dataset(args.data)
+    linear_map = maps.slice_map(data.topology, args.selection)
+    if args.map == "basic":
+        linear_map = maps.basic_aggregation_map(linear_map, data.constraints)
+    elif args.map == "optimal":
+        linear_map = maps.optimal_linear_map(data, linear_map)
+    return maps.map_dataset(data, linear_map)
+
+
+def _train_model(spec: dict):
+    """(model, net, prior) from the hyperparameters in OUT/model.json."""
+    import numpy as np
+
+    from jaxcg.models import PriorPlusNet, SchNet
+    from jaxcg.priors import Prior, PriorParams, PriorTerms
+
+    net = SchNet(np.asarray(spec["bead_types"]), n_features=spec["features"],
+                 n_interactions=spec["blocks"], n_rbf=spec["rbf"], cutoff=spec["cutoff"],
+                 bonds=np.asarray(spec["bonds"]).reshape(-1, 2), exclusion_hops=spec["exclusion_hops"])
+    if spec["prior"] is None:
+        return net, net, None
+    terms = PriorTerms(**{k: np.asarray(v, np.int64).reshape(-1, w) for (k, v), w in
+                          zip(spec["prior"]["terms"].items(), (2, 3, 4, 2), strict=True)})
+    prior = Prior(terms, PriorParams(**{k: np.asarray(v, np.float32) for k, v in spec["prior"]["params"].items()}))
+    return PriorPlusNet(prior, net), net, prior
+
+
+def _train_load_energy(folder):
+    """energy(x (N, 3) nm) -> kJ/mol of the model trained into ``folder`` (params bound)."""
+    import functools
+    import json
+    from pathlib import Path
+
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    folder = Path(folder)
+    spec = json.loads((folder / "model.json").read_text())
+    model, _, _ = _train_model(spec)
+    template = model.init(jax.random.key(0), jnp.zeros((len(spec["bead_types"]), 3), jnp.float32))
+    with np.load(folder / "model.npz") as archive:
+        leaves = [jnp.asarray(archive[f"leaf_{i:04d}"]) for i in range(len(archive.files))]
+    params = jax.tree.unflatten(jax.tree.structure(template), leaves)
+    return functools.partial(model.energy, params)
+
+
+def _train_run(args: argparse.Namespace) -> int:
+    import dataclasses
+    import json
+    from pathlib import Path
+
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    from tqdm import tqdm
+
+    from jaxcg import train
+    from jaxcg.priors import fit_prior
+
+    try:
+        cg = _train_load_cg(args)
+    except (ValueError, OSError, KeyError) as err:
+        print(f"jaxcg train: error: {err}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    prior = None if args.no_prior else fit_prior(cg)
+    spec = {
+        "bead_types": np.asarray(cg.bead_types).tolist(), "bonds": np.asarray(cg.bonds).tolist(),
+        "features": args.features, "blocks": args.blocks, "rbf": args.rbf, "cutoff": args.cutoff,
+        "exclusion_hops": args.exclusion_hops, "temperature": cg.temperature,
+        "prior": None if prior is None else {
+            "terms": {k: np.asarray(v).tolist() for k, v in prior.terms._asdict().items()},
+            "params": {k: np.asarray(v).tolist() for k, v in prior.params._asdict().items()},
+        },
+    }
+    _, net, prior = _train_model(spec)
+    targets = cg.forces
+    if prior is not None:
+        targets = train.delta_forces(prior.energy, prior.init(None, jnp.zeros((cg.n_beads, 3))), cg.positions, cg.forces)
+    config = train.TrainConfig(
+        epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr, schedule=args.schedule,
+        val_fraction=args.val_fraction, patience=args.patience, seed=args.seed,
+    )
+    params = net.init(jax.random.key(args.seed), jnp.asarray(cg.positions[0], jnp.float32))
+    with tqdm(total=args.epochs, unit="epoch", desc="force matching") as bar:
+
+        def progress(epoch: int, step: int, steps: int, metrics: dict | None) -> None:
+            if metrics is None:
+                bar.set_postfix(epoch=epoch, step=f"{step}/{steps}", refresh=step == steps)
+                return
+            bar.set_postfix({k: f"{v:.4g}" for k, v in metrics.items() if k != "epoch"})
+            bar.update(epoch + 1 - bar.n)
+
+        try:
+            result = train.fit(net.energy, params, cg.positions, targets, config, weights=cg.weights,
+                               out_dir=out, resume=args.resume, progress=progress,
+                               devices=jax.local_devices()[: args.devices])
+        except (ValueError, FloatingPointError) as err:
+            print(f"jaxcg train: error: {err}", file=sys.stderr)
+            return 2
+    final = result.params if prior is None else {"prior": prior.params, "net": result.params}
+    leaves = jax.tree.leaves(final)
+    np.savez(out / "model.npz", **{f"leaf_{i:04d}": np.asarray(v) for i, v in enumerate(leaves)})
+    (out / "model.json").write_text(json.dumps({**spec, "train": dataclasses.asdict(config)}))
+    (out / "energy.py").write_text(
+        '"""Energy of the CG model trained here, for `jaxcg simulate --energy energy.py:energy`."""\n'
+        "from pathlib import Path\n\nfrom jaxcg.cli import _train_load_energy\n\n\n"
+        "def energy():\n    return _train_load_energy(Path(__file__).resolve().parent)\n"
+    )
+    best = min((row.get("val_loss", row["train_loss"]) for row in result.history), default=float("nan"))
+    print(f"wrote {out} ({len(result.history)} epochs, best loss {best:.4g} (kJ/mol/nm)^2)")
+    return 0
 
 
 def _add_simulate_parser(subparsers: argparse._SubParsersAction) -> None:
     """`jaxcg simulate ...`: CG Langevin dynamics of many replicas (jaxcg.simulate)."""
-    # Filled in by the simulation work (jaxcg/simulate.py).
-    return None
+    parser = subparsers.add_parser(
+        "simulate",
+        help="CG Langevin/Brownian dynamics of many replicas with jax-md",
+        description="Simulate R replicas of a CG model at once; frames go to OUT/trajectory.dcd "
+        "(all replicas side by side, topology OUT/replicas.pdb; one replica: OUT/topology.pdb), "
+        "a CSV log per chunk to OUT/log.csv, stopped replicas to OUT/report.json, and the state "
+        "to OUT/state.npz after each chunk (--resume continues from it).",
+    )
+    parser.add_argument(
+        "--energy", required=True,
+        help="MODULE:FUNCTION or FILE.py:FUNCTION; FUNCTION() returns energy(x (N, 3) nm) -> "
+        "kJ/mol with the model's parameters bound (e.g. functools.partial(model.energy, params))",
+    )
+    parser.add_argument("--start", required=True,
+                        help="starting frames: any mdtraj trajectory (with --top) or an npz with "
+                        "'positions' (T, N, 3) nm and optionally 'masses' (N,) amu")
+    parser.add_argument("--top", default=None, help="topology of --start (pdb, ...)")
+    parser.add_argument("--select", default=None,
+                        help="mdtraj atom selection applied to --start, e.g. 'name CA'")
+    parser.add_argument("--mass", type=float, default=None,
+                        help="bead mass in amu for every bead (default: npz 'masses', else 100)")
+    parser.add_argument("--replicas", type=int, default=64, help="R (default 64)")
+    parser.add_argument("--steps", type=int, required=True, help="steps to run")
+    parser.add_argument("--dt", type=float, default=0.002, help="timestep, ps (default 0.002)")
+    parser.add_argument("--friction", type=float, default=1.0, help="1/ps (default 1)")
+    parser.add_argument("--temperature", type=float, default=300.0, help="K (default 300)")
+    parser.add_argument("--integrator", choices=["langevin", "brownian"], default="langevin")
+    parser.add_argument("--save-every", type=int, default=100, help="steps between frames")
+    parser.add_argument("--chunk", type=int, default=1000,
+                        help="steps per jitted chunk, a multiple of --save-every")
+    parser.add_argument("--force-bound", type=float, default=1.0e4,
+                        help="kJ/mol/nm; a replica with a larger force is stopped")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--resume", action="store_true", help="continue from OUT/state.npz")
+    parser.set_defaults(func=_simulate_run)
+
+
+def _simulate_load_energy(spec: str):
+    import importlib
+    import importlib.util
+
+    target, _, name = spec.rpartition(":")
+    if not target or not name:
+        raise ValueError(f"--energy must be MODULE:FUNCTION or FILE.py:FUNCTION, got {spec!r}")
+    if target.endswith(".py"):
+        module_spec = importlib.util.spec_from_file_location("_jaxcg_energy", target)
+        if module_spec is None or module_spec.loader is None:
+            raise ValueError(f"--energy: cannot import {target!r}")
+        module = importlib.util.module_from_spec(module_spec)
+        module_spec.loader.exec_module(module)
+    else:
+        module = importlib.import_module(target)
+    return getattr(module, name)()
+
+
+def _simulate_start(args: argparse.Namespace):
+    import mdtraj as md
+    import numpy as np
+
+    masses = None
+    if args.start.endswith(".npz"):
+        with np.load(args.start) as archive:
+            positions = np.asarray(archive["positions"], np.float32)
+            masses = np.asarray(archive["masses"]) if "masses" in archive else None
+        if args.top is None:
+            raise ValueError("--top is required with an npz --start (the CG topology, e.g. pdb)")
+        topology = md.load_topology(args.top)
+    else:
+        traj = md.load(args.start, top=args.top) if args.top else md.load(args.start)
+        if args.select:
+            traj = traj.atom_slice(traj.topology.select(args.select))
+        positions, topology = traj.xyz, traj.topology
+    if args.mass is not None or masses is None:
+        masses = np.full(positions.shape[1], 100.0 if args.mass is None else args.mass)
+    return positions, topology, masses
+
+
+def _simulate_run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import jax
+    from tqdm import tqdm
+
+    from jaxcg import simulate
+
+    try:
+        energy = _simulate_load_energy(args.energy)
+        positions, topology, masses = _simulate_start(args)
+        build = simulate.langevin if args.integrator == "langevin" else simulate.brownian
+        sim = build(energy, masses, args.temperature, args.dt, args.friction, args.chunk,
+                    args.save_every, force_bound=args.force_bound)
+    except (ValueError, OSError, ImportError, AttributeError) as err:
+        print(f"jaxcg simulate: error: {err}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    checkpoint = out / "state.npz"
+    if args.resume:
+        state, frames = simulate.resume_state(sim, checkpoint)
+    else:
+        key_start, key_sim = jax.random.split(jax.random.key(args.seed))
+        start = simulate.initial_positions(positions, args.replicas, key_start)
+        state, frames = sim.init(key_sim, start), None
+    remaining = max(0, args.steps - int(state.step))
+    with simulate.TrajectoryWriter(out, topology, state.alive.shape[0],
+                                   reference_positions=positions[0], resume_frames=frames) as writer, \
+            tqdm(total=remaining, unit="step", desc=f"{args.integrator} x{state.alive.shape[0]}") as bar:
+
+        def progress(done: int, info: dict) -> None:
+            bar.set_postfix(alive=info["alive"], U=f"{info['potential_mean']:.1f}", refresh=False)
+            bar.update(min(done, remaining) - bar.n)
+
+        state, report = simulate.run(sim, state, remaining, writer=writer,
+                                     log_path=out / "log.csv", checkpoint_path=checkpoint,
+                                     callback=progress)
+    simulate.save_report(out / "report.json", report, sim.save_every,
+                         extra={"dt_ps": args.dt, "save_every": args.save_every,
+                                "temperature_K": args.temperature})
+    for stopped in report.stopped:
+        print(f"replica {stopped.replica} stopped at step {stopped.step}", file=sys.stderr)
+    print(f"wrote {out} ({int(state.step)} steps, {len(report.stopped)} replicas stopped)")
+    return 0
 
 
 def _add_analyze_parser(subparsers: argparse._SubParsersAction) -> None:
     """`jaxcg analyze ...`: PMFs, FES, TICA against the reference (jaxcg.analysis)."""
-    # Filled in by the analysis work (jaxcg/analysis.py).
-    return None
+    parser = subparsers.add_parser(
+        "analyze",
+        help="compare CG dynamics with the all-atom reference: PMFs, FES, TICA, folded fraction",
+        description="Histogram the same CG coordinates of the reference and of a CG simulation; "
+        "write PMF/FES figures (PNG and SVG) and metrics.json (KL, free-energy MSE, W1, folded "
+        "fractions) to OUT.",
+    )
+    parser.add_argument("--reference", required=True,
+                        help="reference frames: a jaxcg dataset (.h5) or any mdtraj trajectory")
+    parser.add_argument("--reference-top", default=None, help="topology of a trajectory --reference")
+    parser.add_argument("--select", default="name CA",
+                        help="mdtraj selection mapping reference atoms to beads (default 'name CA'; "
+                        "'all' if the reference is already CG)")
+    parser.add_argument("--simulation", required=True, nargs="+",
+                        help="folder(s) written by `jaxcg simulate` (replicas concatenated)")
+    parser.add_argument("--temperature", type=float, default=None,
+                        help="K (default: the dataset's, else 300)")
+    parser.add_argument("--distance", type=int, nargs=2, action="append", metavar=("I", "J"),
+                        help="bead pair for a distance PMF (repeatable; default first-last)")
+    parser.add_argument("--phi", type=int, nargs=4, metavar="B", help="4 beads of the 1st dihedral")
+    parser.add_argument("--psi", type=int, nargs=4, metavar="B", help="4 beads of the 2nd dihedral")
+    parser.add_argument("--tica-lag", type=int, default=None,
+                        help="TICA lag (reference frames) over all pair distances; 0 or unset: none")
+    parser.add_argument("--folded", default=None,
+                        help="folded reference structure (pdb; --select applied) for folded fractions")
+    parser.add_argument("--rmsd-cutoff", type=float, default=0.1, help="nm (default 0.1)")
+    parser.add_argument("--bins", type=int, default=60, help="bins per axis (default 60)")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.set_defaults(func=_analyze_run)
+
+
+def _analyze_reference(args: argparse.Namespace):
+    """Reference bead positions (T, N, 3) nm and the temperature (K)."""
+    import mdtraj as md
+
+    from jaxcg.data import load_dataset
+
+    temperature = args.temperature
+    if args.reference.endswith((".h5", ".hdf5")):
+        data = load_dataset(args.reference)
+        traj = md.Trajectory(data.positions, data.topology)
+        temperature = temperature or data.temperature
+    elif args.reference_top:
+        traj = md.load(args.reference, top=args.reference_top)
+    else:
+        traj = md.load(args.reference)
+    if args.select and args.select != "all":
+        traj = traj.atom_slice(traj.topology.select(args.select))
+    return traj.xyz, float(temperature or 300.0)
+
+
+def _analyze_run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import numpy as np
+
+    from jaxcg import analysis
+    from jaxcg.simulate import load_replicas
+    from jaxcg.units import kT_from_temperature
+
+    try:
+        reference, temperature = _analyze_reference(args)
+        runs = [t.xyz for folder in args.simulation for t in load_replicas(folder)]
+        cg = np.concatenate([r for r in runs if len(r)]) if any(len(r) for r in runs) else None
+        if cg is None:
+            raise ValueError(f"the simulation folder(s) {args.simulation} hold no frames")
+        if cg.shape[1] != reference.shape[1]:
+            raise ValueError(
+                f"the simulation has {cg.shape[1]} beads but the reference selection "
+                f"{args.select!r} gives {reference.shape[1]}"
+            )
+    except (ValueError, OSError) as err:
+        print(f"jaxcg analyze: error: {err}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    kT = kT_from_temperature(temperature)
+    metrics: dict = {"temperature_K": temperature, "reference_frames": len(reference),
+                     "cg_frames": len(cg)}
+    for i, j in args.distance or [(0, reference.shape[1] - 1)]:
+        name = f"distance_{i}_{j}"
+        pair = np.array([[i, j]])
+        ref_d = analysis.pair_distances(reference, pair)[:, 0]
+        cg_d = analysis.pair_distances(cg, pair)[:, 0]
+        both = np.concatenate([ref_d, cg_d])
+        edges = np.linspace(max(both.min() - 0.02, 1e-3), both.max() + 0.02, args.bins + 1)
+        metrics[name], ref_pmf, cg_pmf = analysis.compare_1d(ref_d, cg_d, edges, kT, jacobian="r2")
+        analysis.plot_pmfs({"reference": ref_pmf, "CG": cg_pmf}, out / name,
+                           xlabel=f"distance {i}-{j} / nm", title=f"PMF of beads {i}-{j}")
+    if args.phi and args.psi:
+        edges = np.linspace(-np.pi, np.pi, args.bins + 1)
+        quads = np.array([args.phi, args.psi])
+        surfaces = {}
+        for label, frames in (("reference", reference), ("CG", cg)):
+            angles = analysis.dihedrals(frames, quads)
+            surfaces[label] = analysis.fes_2d(angles[:, 0], angles[:, 1], edges, edges, kT)
+        metrics["phi_psi"] = analysis.compare_2d(surfaces["reference"], surfaces["CG"])
+        analysis.plot_fes(surfaces, out / "fes_phi_psi")
+    if args.tica_lag:
+        pairs = np.stack(np.triu_indices(reference.shape[1], 1), axis=1)
+        ref_tica, (cg_tica,) = analysis.tica_projection(
+            analysis.pair_distances(reference, pairs), [analysis.pair_distances(cg, pairs)],
+            lagtime=args.tica_lag, dim=2,
+        )
+        both = np.concatenate([ref_tica, cg_tica])
+        xe = np.linspace(both[:, 0].min(), both[:, 0].max(), args.bins + 1)
+        ye = np.linspace(both[:, 1].min(), both[:, 1].max(), args.bins + 1)
+        surfaces = {label: analysis.fes_2d(p[:, 0], p[:, 1], xe, ye, kT)
+                    for label, p in (("reference", ref_tica), ("CG", cg_tica))}
+        metrics["tica"] = analysis.compare_2d(surfaces["reference"], surfaces["CG"])
+        metrics["tica"]["wasserstein1_tic1"] = analysis.wasserstein_1d(ref_tica[:, 0], cg_tica[:, 0])
+        analysis.plot_fes(surfaces, out / "fes_tica", xlabel="TIC 1", ylabel="TIC 2")
+    if args.folded:
+        import mdtraj as md
+
+        folded = md.load(args.folded)
+        if args.select and args.select != "all":
+            folded = folded.atom_slice(folded.topology.select(args.select))
+        metrics["folded_fraction"] = {
+            label: analysis.folded_fraction(frames, folded.xyz[0], args.rmsd_cutoff)
+            for label, frames in (("reference", reference), ("CG", cg))
+        }
+        metrics["folded_fraction"]["rmsd_cutoff_nm"] = args.rmsd_cutoff
+    path = analysis.save_metrics(out / "metrics.json", metrics)
+    print(f"wrote {path} and figures in {out}")
+    return 0
 
 
 def _add_demo_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("demo", help="map the bundled water dimer and print the maps' noise")
+    parser = subparsers.add_parser(
+        "demo", help="water dimer end to end: slice/basic/optimal maps, trained PMFs, figure, report"
+    )
     parser.add_argument("--out", default="demo-output", help="output folder")
+    parser.add_argument("--steps", type=int, default=20000, help="Adam steps per map's potential")
     parser.set_defaults(func=_run_demo)
 
 
 def _run_demo(args: argparse.Namespace) -> int:
     from jaxcg.demo import run_demo
 
-    return run_demo(out=args.out)
+    return run_demo(out=args.out, steps=args.steps)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,292 @@
+"""Benchmark: replica-steps per second of CG Langevin dynamics of a CLN025-size model.
+
+Model: 10 CA beads (CLN025, types by residue name), jaxcg.models.SchNet (128 features, 2
+interaction blocks, 32 RBFs, cutoff 1.2 nm) + harmonic bonds between consecutive beads. Three
+implementations of the same model and BAOAB Langevin integrator run in one process:
+
+- ``jaxcg``: ``jaxcg.simulate.langevin`` (jax-md BAOAB, vmap over replicas, lax.scan chunks,
+  NaN/force-bound checks, frames every 10 steps copied to the host after each chunk).
+- ``jax_plain``: a hand-written BAOAB in one jit(scan(vmap)) with no checks and no output (the
+  plain JAX baseline: what jaxcg's checks, jax-md and host round trips cost on top).
+- ``torch``: a plain PyTorch SchNet with the very same weights (energies checked to agree),
+  batched over replicas, BAOAB in a Python loop with ``torch.autograd.grad`` forces (eager mode,
+  denormals flushed as XLA does, best of 1 thread and torch's default thread count).
+
+    python benchmarks/bench_simulate.py [--replicas 1 64 512] [--seconds 3]
+
+Writes benchmarks/results/simulate.json. On a GPU machine (jax[cuda12]) JAX runs there by
+default: ``--replicas 1 64 512 4096`` (``pytest -m gpu tests/test_simulate.py`` runs that path;
+torch runs on CPU unless a CUDA build is installed, so add ``--skip-torch`` there).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+PDB = HERE.parent / "jaxcg" / "data" / "cln025.pdb"
+TEMPERATURE, DT, FRICTION, SAVE_EVERY = 300.0, 0.002, 1.0, 10  # K, ps, 1/ps, steps
+BOND_K = 2.0e4  # kJ/mol/nm²
+MASS = 110.0  # amu, an average residue
+
+
+def cln025_model(seed: int = 0):
+    """(energy_fn (N,3)->kJ/mol, params, numpy dict of the setup) of the benchmark model."""
+    import mdtraj as md
+
+    from jaxcg.models import SchNet
+
+    traj = md.load(str(PDB))
+    ca = traj.topology.select("name CA")
+    x0 = traj.xyz[0, ca].astype(np.float32)
+    names = [traj.topology.atom(int(i)).residue.name for i in ca]
+    vocabulary = sorted(set(names))
+    types = np.array([vocabulary.index(n) for n in names], np.int32)
+    bonds = np.stack([np.arange(9), np.arange(1, 10)], 1)
+    r0 = np.linalg.norm(x0[1:] - x0[:-1], axis=1).astype(np.float32)
+    model = SchNet(types, n_features=128, n_interactions=2, n_rbf=32, cutoff=1.2, bonds=bonds)
+    params = model.init(jax.random.key(seed), jnp.asarray(x0))
+    # small output weights: an untrained net of this size otherwise dominates the bonds
+    params["out_2"]["kernel"] = params["out_2"]["kernel"] * 0.01
+
+    def energy(x, params=params):
+        d = jnp.linalg.norm(x[1:] - x[:-1], axis=-1)
+        return model.energy(params, x) + 0.5 * BOND_K * jnp.sum((d - r0) ** 2)
+
+    setup = {"x0": x0, "types": types, "r0": r0, "model": model}
+    return energy, params, setup
+
+
+# ----------------------------------------------------------------------------- implementations
+
+
+def run_jaxcg(energy, x0, n_replicas, seconds):
+    from jaxcg import simulate
+
+    chunk = _chunk(n_replicas)
+    sim = simulate.langevin(energy, np.full(10, MASS), TEMPERATURE, DT, FRICTION, chunk,
+                            SAVE_EVERY)
+    state = sim.init(jax.random.key(0), jnp.broadcast_to(x0, (n_replicas, 10, 3)))
+    for _ in range(3):  # compile, then warm up
+        state, _ = simulate.run(sim, state, chunk)
+    steps, elapsed = 0, 0.0
+    while elapsed < seconds:
+        tick = time.perf_counter()
+        state, _ = simulate.run(sim, state, chunk)
+        jax.block_until_ready(state)
+        elapsed += time.perf_counter() - tick
+        steps += chunk
+    alive = int(np.asarray(state.alive).sum())
+    return n_replicas * steps / elapsed, {"steps": steps, "alive": alive}
+
+
+def run_jax_plain(energy, x0, n_replicas, seconds):
+    kT = 0.0083144626 * TEMPERATURE
+    c1 = float(np.exp(-FRICTION * DT))
+    c2 = float(np.sqrt(kT * (1 - c1**2) * MASS))
+    force = jax.vmap(jax.grad(lambda x: -energy(x)))
+    chunk = _chunk(n_replicas)
+
+    def step(carry, _):
+        x, p, f, key = carry
+        key, split = jax.random.split(key)
+        p = p + 0.5 * DT * f
+        x = x + 0.5 * DT * p / MASS
+        p = c1 * p + c2 * jax.random.normal(split, p.shape)
+        x = x + 0.5 * DT * p / MASS
+        f = force(x)
+        p = p + 0.5 * DT * f
+        return (x, p, f, key), None
+
+    run = jax.jit(lambda c: jax.lax.scan(step, c, None, length=chunk)[0])
+    x = jnp.broadcast_to(x0, (n_replicas, 10, 3))
+    carry = (x, jnp.zeros_like(x), force(x), jax.random.key(1))
+    for _ in range(3):  # compile, then warm up
+        carry = jax.block_until_ready(run(carry))
+    steps, elapsed = 0, 0.0
+    while elapsed < seconds:
+        tick = time.perf_counter()
+        carry = jax.block_until_ready(run(carry))
+        elapsed += time.perf_counter() - tick
+        steps += chunk
+    return n_replicas * steps / elapsed, {"steps": steps}
+
+
+def torch_schnet(params, setup):
+    """A plain PyTorch SchNet with jaxcg's weights: forward (R, N, 3) nm -> (R,) kJ/mol."""
+    import torch
+
+    model = setup["model"]
+    t = {k: torch.tensor(np.asarray(v)) for k, v in _flatten(params).items()}
+    types = torch.tensor(setup["types"], dtype=torch.long)
+    pi, pj = torch.tensor(model.pair_i), torch.tensor(model.pair_j)
+    centers = torch.tensor(np.asarray(model.centers, np.float32))
+    gamma, cutoff, n_feat = float(model.gamma), float(model.cutoff), model.n_features
+    r0 = torch.tensor(setup["r0"])
+    log2 = float(np.log(2.0))
+
+    def ssp(v):
+        return torch.nn.functional.softplus(v) - log2
+
+    def linear(v, name, bias=True):
+        out = v @ t[f"{name}/kernel"]
+        return out + t[f"{name}/bias"] if bias else out
+
+    def energy(x):
+        d = x[:, pj] - x[:, pi]
+        r = torch.sqrt((d * d).sum(-1))
+        rbf = torch.exp(-gamma * (r[..., None] - centers) ** 2)
+        env = 0.5 * (torch.cos(torch.pi * torch.clamp(r, max=cutoff) / cutoff) + 1.0)
+        env = env * (r < cutoff)
+        h = t["embedding/embedding"][types].expand(x.shape[0], -1, -1)
+        hidden = ssp(linear(rbf, "filter_in"))
+        for b in range(model.n_interactions):
+            name = f"interaction_{b}"
+            part = hidden[..., b * n_feat : (b + 1) * n_feat]
+            w = linear(part, f"{name}/filter_out") * env[..., None]
+            xh = linear(h, f"{name}/in2f", bias=False)
+            m = torch.zeros_like(h)
+            m = m.index_add(1, pi, w * xh[:, pj]).index_add(1, pj, w * xh[:, pi])
+            h = h + linear(ssp(linear(m, f"{name}/f2out")), f"{name}/dense")
+        net = linear(ssp(linear(h, "out_1")), "out_2").sum(dim=(1, 2))
+        bond = torch.linalg.norm(x[:, 1:] - x[:, :-1], dim=-1)
+        return net + 0.5 * BOND_K * ((bond - r0) ** 2).sum(-1)
+
+    return energy
+
+
+def run_torch(energy, x0, n_replicas, seconds):
+    import torch
+
+    kT = 0.0083144626 * TEMPERATURE
+    c1 = float(np.exp(-FRICTION * DT))
+    c2 = float(np.sqrt(kT * (1 - c1**2) * MASS))
+    gen = torch.Generator().manual_seed(0)
+
+    def force(x):
+        x = x.detach().requires_grad_(True)
+        (grad,) = torch.autograd.grad(energy(x).sum(), x)
+        return -grad
+
+    x = torch.tensor(np.broadcast_to(x0, (n_replicas, 10, 3)).copy())
+    p = torch.zeros_like(x)
+    f = force(x)
+
+    def step(x, p, f):
+        p = p + 0.5 * DT * f
+        x = x + 0.5 * DT * p / MASS
+        p = c1 * p + c2 * torch.randn(p.shape, generator=gen)
+        x = x + 0.5 * DT * p / MASS
+        f = force(x)
+        return x, p + 0.5 * DT * f, f
+
+    for _ in range(3):
+        x, p, f = step(x, p, f)
+    steps, tick = 0, time.perf_counter()
+    while time.perf_counter() - tick < seconds:
+        x, p, f = step(x, p, f)
+        steps += 1
+    return n_replicas * steps / (time.perf_counter() - tick), {"steps": steps}
+
+
+def _torch_threads() -> int | None:
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch.get_num_threads()
+
+
+def _chunk(n_replicas: int) -> int:
+    return 500 if n_replicas <= 8 else (50 if n_replicas <= 128 else 10)
+
+
+def _flatten(tree, prefix=""):
+    out = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        out.update(_flatten(value, name + "/") if isinstance(value, dict) else {name: value})
+    return out
+
+
+def check_same_model(energy, torch_energy, x0) -> float:
+    """Largest |ΔU| (kJ/mol) between the JAX and torch models on perturbed structures."""
+    import torch
+
+    xs = x0[None] + np.random.default_rng(0).normal(0, 0.02, (4, 10, 3)).astype(np.float32)
+    u_jax = np.asarray(jax.vmap(energy)(jnp.asarray(xs)))
+    u_torch = torch_energy(torch.tensor(xs)).detach().numpy()
+    return float(np.abs(u_jax - u_torch).max())
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--replicas", type=int, nargs="+", default=[1, 64, 512])
+    parser.add_argument("--seconds", type=float, default=3.0, help="timed seconds per entry")
+    parser.add_argument("--repeats", type=int, default=2, help="best of this many runs")
+    parser.add_argument("--skip-torch", action="store_true")
+    parser.add_argument("--out", default=str(HERE / "results" / "simulate.json"))
+    args = parser.parse_args(argv)
+
+    energy, params, setup = cln025_model()
+    x0 = setup["x0"]
+    rows, agreement = [], None
+    torch_energy = None
+    if not args.skip_torch:
+        import torch
+
+        # XLA flushes denormals on CPU; without this torch slows down by up to 2x here
+        torch.set_flush_denormal(True)
+        default_threads = torch.get_num_threads()
+        torch_energy = torch_schnet(params, setup)
+        agreement = check_same_model(energy, torch_energy, x0)
+    print(f"{'R':>6} {'jaxcg':>12} {'jax plain':>12} {'torch':>12} {'jaxcg/torch':>12}  "
+          "(replica-steps/s)", flush=True)
+    for n_rep in args.replicas:
+        jaxcg_rate, plain_rate, torch_rate = 0.0, 0.0, None
+        for _ in range(args.repeats):  # interleaved, best of: the machine may be shared
+            rate, jaxcg_info = run_jaxcg(energy, x0, n_rep, args.seconds)
+            jaxcg_rate = max(jaxcg_rate, rate)
+            plain_rate = max(plain_rate, run_jax_plain(energy, x0, n_rep, args.seconds)[0])
+            if torch_energy is not None:
+                import torch
+
+                for threads in sorted({1, default_threads}):  # small R may prefer 1 thread
+                    torch.set_num_threads(threads)
+                    rate = run_torch(torch_energy, x0, n_rep, args.seconds)[0]
+                    torch_rate = max(torch_rate or 0.0, rate)
+                torch.set_num_threads(default_threads)
+        ratio = jaxcg_rate / torch_rate if torch_rate else None
+        rows.append({"replicas": n_rep, "jaxcg": jaxcg_rate, "jax_plain": plain_rate,
+                     "torch": torch_rate, "jaxcg_over_torch": ratio,
+                     "jaxcg_alive": jaxcg_info["alive"]})
+        t_txt = f"{torch_rate:12.0f}" if torch_rate else f"{'-':>12}"
+        r_txt = f"{ratio:11.1f}x" if ratio else f"{'-':>12}"
+        print(f"{n_rep:6d} {jaxcg_rate:12.0f} {plain_rate:12.0f} {t_txt} {r_txt}", flush=True)
+    result = {
+        "benchmark": "CLN025-size SchNet(128, 2 blocks, 32 RBF, 1.2 nm) + harmonic bonds, BAOAB",
+        "unit": "replica-steps per second",
+        "dt_ps": DT, "friction_per_ps": FRICTION, "temperature_K": TEMPERATURE,
+        "jax_backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()],
+        "machine": platform.platform(), "processor": platform.processor(),
+        "torch_vs_jax_max_energy_difference_kJ_per_mol": agreement,
+        "timed_seconds_per_entry": args.seconds, "repeats_best_of": args.repeats,
+        "torch_threads": _torch_threads(), "rows": rows,
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    print(f"wrote {out}")
+    return result
+
+
+if __name__ == "__main__":
+    main()

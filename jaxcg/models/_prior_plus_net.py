@@ -1,0 +1,29 @@
+"""Prior + network: the standard CG model U = U_prior + U_net."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+
+from jaxcg.models._base import EnergyModel
+
+
+class PriorPlusNet:
+    """U(x) = prior.energy(params["prior"], x) + net.energy(params["net"], x), kJ/mol.
+
+    Both parts follow the ``EnergyModel`` interface. Params: ``{"prior": ..., "net": ...}``.
+    To keep the prior frozen while training, train ``net`` on delta forces
+    (``jaxcg.train.delta_forces``) and combine the parameters afterwards.
+    """
+
+    def __init__(self, prior: EnergyModel, net: EnergyModel):
+        self.prior = prior
+        self.net = net
+
+    def init(self, key: jax.Array, positions: jax.Array) -> dict[str, Any]:
+        k_prior, k_net = jax.random.split(key)
+        return {"prior": self.prior.init(k_prior, positions), "net": self.net.init(k_net, positions)}
+
+    def energy(self, params: dict[str, Any], x: jax.Array) -> jax.Array:
+        return self.prior.energy(params["prior"], x) + self.net.energy(params["net"], x)

@@ -1,0 +1,284 @@
+"""SchNet on CG beads (Flax nnx): type embedding, Gaussian RBF filters with a cosine cutoff,
+continuous-filter convolutions, an atom-wise MLP and sum pooling.
+
+Two pair paths share one network:
+
+- dense (``SchNet.energy``): every unordered pair i < j (minus exclusions) once, a static list;
+  each pair filter (and its RBFs) is computed once and used for both directions (W_ij = W_ji);
+  messages are gathered with static indices and summed with ``segment_sum``. Best for small CG
+  systems (tens to hundreds of beads).
+- neighbour list (``SchNet.energy_neighbors``): a jax-md ``OrderedSparse`` list (each pair once,
+  padded with N), for large systems. Its capacity is static; ``did_buffer_overflow`` is carried in
+  the list as data and must be checked on the host (jax-md's convention).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import flax.nnx as nnx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxcg.models._rbf import cosine_cutoff, gaussian_centers, gaussian_rbf
+
+
+def shifted_softplus(x: jax.Array) -> jax.Array:
+    """softplus(x) − log 2, SchNet's activation."""
+    return jax.nn.softplus(x) - jnp.log(2.0).astype(x.dtype)
+
+
+class _Interaction(nnx.Module):
+    """One interaction block: W = MLP(rbf) ⊙ envelope per pair, h ← h + MLP(Σ_j W_ij ⊙ (L h)_j)."""
+
+    def __init__(self, n_features: int, n_rbf: int, dtype: Any, rngs: nnx.Rngs):
+        kw = {"param_dtype": dtype, "dtype": dtype, "rngs": rngs}
+        self.filter_in = nnx.Linear(n_rbf, n_features, **kw)
+        self.filter_out = nnx.Linear(n_features, n_features, **kw)
+        self.in2f = nnx.Linear(n_features, n_features, use_bias=False, **kw)
+        self.f2out = nnx.Linear(n_features, n_features, **kw)
+        self.dense = nnx.Linear(n_features, n_features, **kw)
+
+    def __call__(self, h: jax.Array, rbf: jax.Array, envelope: jax.Array, aggregate) -> jax.Array:
+        w = self.filter_out(shifted_softplus(self.filter_in(rbf))) * envelope[:, None]
+        m = aggregate(self.in2f(h), w)
+        return h + self.dense(shifted_softplus(self.f2out(m)))
+
+
+class _SchNetNetwork(nnx.Module):
+    """Embedding, interaction blocks sharing one RBF expansion, atom-wise MLP, sum pooling."""
+
+    def __init__(self, n_types: int, n_features: int, n_interactions: int, n_rbf: int, dtype: Any, rngs: nnx.Rngs):
+        kw = {"param_dtype": dtype, "dtype": dtype, "rngs": rngs}
+        self.n_interactions = n_interactions
+        self.embedding = nnx.Embed(n_types, n_features, param_dtype=dtype, dtype=dtype, rngs=rngs)
+        for b in range(n_interactions):
+            setattr(self, f"interaction_{b}", _Interaction(n_features, n_rbf, dtype, rngs))
+        self.out_1 = nnx.Linear(n_features, n_features // 2, **kw)
+        self.out_2 = nnx.Linear(n_features // 2, 1, **kw)
+
+    def __call__(self, types: jax.Array, rbf: jax.Array, envelope: jax.Array, aggregate) -> jax.Array:
+        h = self.embedding(types)
+        for b in range(self.n_interactions):
+            h = getattr(self, f"interaction_{b}")(h, rbf, envelope, aggregate)
+        return jnp.sum(self.out_2(shifted_softplus(self.out_1(h))))
+
+
+def excluded_pairs(n_beads: int, bonds: np.ndarray | None, exclusion_hops: int) -> np.ndarray:
+    """(E, 2) pairs i < j at most ``exclusion_hops`` bonds apart (empty for 0 or no bonds)."""
+    if bonds is None or exclusion_hops <= 0 or len(bonds) == 0:
+        return np.zeros((0, 2), dtype=np.int64)
+    adjacency = np.zeros((n_beads, n_beads), dtype=np.int64)
+    for a, b in np.asarray(bonds, dtype=np.int64).reshape(-1, 2):
+        adjacency[a, b] = adjacency[b, a] = 1
+    reach = np.eye(n_beads, dtype=np.int64)
+    step = np.eye(n_beads, dtype=np.int64)
+    for _ in range(exclusion_hops):
+        step = np.minimum(step @ adjacency, 1)
+        reach = np.maximum(reach, step)
+    i, j = np.nonzero(np.triu(reach, k=1))
+    return np.stack([i, j], axis=1).astype(np.int64)
+
+
+class SchNet:
+    """SchNet energy model of one CG molecule.
+
+    Args:
+      bead_types: (N,) int bead types (embedding indices).
+      n_types: size of the type vocabulary (default max(bead_types) + 1).
+      n_features: F, width of embeddings and filters (default 128).
+      n_interactions: interaction blocks (default 2).
+      n_rbf: K Gaussians with centers evenly spaced in [0, cutoff] (default 32).
+      cutoff: r_c in nm (default 1.2); filters vanish smoothly at r_c (cosine cutoff).
+      bonds: (B, 2) bonded pairs, used only for exclusions.
+      exclusion_hops: pairs at most this many bonds apart are left out of the convolutions
+        (0: none, 1: bonded pairs, 2: also 1-3 pairs, ...).
+      max_pairs: None (default) evaluates every pair, zeroing those beyond the cutoff. An int
+        keeps only the pairs within the cutoff, compacted into a static buffer of this size, so
+        filters are computed for those alone (a large saving when many pairs lie beyond the
+        cutoff); a configuration with more pairs within the cutoff gets NaN energy and forces
+        (choose it with ``pair_counts`` over the data, plus a margin). Parameters do not depend
+        on it: train with a capacity and simulate without one.
+      dtype: parameter and compute dtype (float32 default).
+
+    Params: a nested dict of arrays (``nnx.to_pure_dict`` of the Flax module's state).
+    """
+
+    def __init__(
+        self,
+        bead_types: np.ndarray,
+        n_types: int | None = None,
+        n_features: int = 128,
+        n_interactions: int = 2,
+        n_rbf: int = 32,
+        cutoff: float = 1.2,
+        bonds: np.ndarray | None = None,
+        exclusion_hops: int = 0,
+        max_pairs: int | None = None,
+        dtype: Any = jnp.float32,
+    ):
+        self.bead_types = np.asarray(bead_types, dtype=np.int32)
+        if self.bead_types.ndim != 1 or self.bead_types.size < 2:
+            raise ValueError(f"bead_types must have shape (N,) with N >= 2, got {self.bead_types.shape}")
+        self.n_beads = int(self.bead_types.size)
+        self.n_types = int(self.bead_types.max() + 1 if n_types is None else n_types)
+        if self.bead_types.min() < 0 or self.bead_types.max() >= self.n_types:
+            raise ValueError(f"bead_types must lie in [0, {self.n_types}), got {self.bead_types.min()}..{self.bead_types.max()}")
+        if cutoff <= 0:
+            raise ValueError(f"cutoff must be positive (nm), got {cutoff}")
+        self.n_features, self.n_interactions, self.n_rbf = n_features, n_interactions, n_rbf
+        self.cutoff = float(cutoff)
+        self.dtype = dtype
+        self.centers, self.gamma = gaussian_centers(0.0, self.cutoff, n_rbf)
+        self.exclusions = excluded_pairs(self.n_beads, bonds, exclusion_hops)
+        excluded = {tuple(p) for p in self.exclusions.tolist()}
+        i, j = np.triu_indices(self.n_beads, k=1)
+        keep = np.array([(a, b) not in excluded for a, b in zip(i.tolist(), j.tolist(), strict=True)])
+        self.pair_i, self.pair_j = i[keep], j[keep]
+        if max_pairs is not None and not 1 <= max_pairs <= len(self.pair_i):
+            raise ValueError(f"max_pairs must be in [1, {len(self.pair_i)}] (the pairs of the model), got {max_pairs}")
+        self.max_pairs = max_pairs
+        self._exclusion_keys = np.sort(self.exclusions[:, 0] * self.n_beads + self.exclusions[:, 1])
+        self._graphdef = nnx.graphdef(nnx.eval_shape(lambda: self._network(jax.random.key(0))))
+
+    def _network(self, key: jax.Array) -> _SchNetNetwork:
+        return _SchNetNetwork(self.n_types, self.n_features, self.n_interactions, self.n_rbf, self.dtype, nnx.Rngs(key))
+
+    def init(self, key: jax.Array, positions: jax.Array) -> dict[str, Any]:
+        """Random parameters from ``key``; positions: (N, 3) nm (only its shape is checked).
+
+        Drawn on the host with numpy seeded by the key's bits (LeCun-normal kernels, zero biases,
+        unit-variance embeddings): the same distributions as Flax's defaults without compiling an
+        initialiser per model size.
+        """
+        if np.shape(positions) != (self.n_beads, 3):
+            raise ValueError(f"positions must have shape ({self.n_beads}, 3), got {np.shape(positions)}")
+        seed = np.asarray(jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key)
+        rng = np.random.default_rng(seed.astype(np.uint32).ravel().tolist())
+        abstract = nnx.to_pure_dict(nnx.state(nnx.eval_shape(lambda: self._network(jax.random.key(0)))))
+        dtype = np.dtype(self.dtype)
+
+        def draw(path: tuple, leaf: jax.ShapeDtypeStruct) -> np.ndarray:
+            name = path[-1].key
+            if name == "bias":
+                return np.zeros(leaf.shape, dtype)
+            scale = 1.0 if name == "embedding" else 1.0 / np.sqrt(leaf.shape[0])
+            return (rng.standard_normal(leaf.shape) * scale).astype(dtype)
+
+        return jax.tree.map(jnp.asarray, jax.tree_util.tree_map_with_path(draw, abstract))
+
+    def _features(self, r: jax.Array) -> tuple[jax.Array, jax.Array]:
+        rbf = gaussian_rbf(r, jnp.asarray(self.centers, r.dtype), jnp.asarray(self.gamma, r.dtype))
+        return rbf, cosine_cutoff(r, self.cutoff)
+
+    def _apply(self, params: dict[str, Any], r: jax.Array, envelope_mask: jax.Array | None, aggregate) -> jax.Array:
+        rbf, envelope = self._features(r)
+        if envelope_mask is not None:
+            envelope = jnp.where(envelope_mask, envelope, jnp.zeros_like(envelope))
+        network = nnx.merge(self._graphdef, params)
+        return network(jnp.asarray(self.bead_types), rbf, envelope, aggregate)
+
+    def energy(self, params: dict[str, Any], x: jax.Array) -> jax.Array:
+        """Energy in kJ/mol of x: (N, 3) nm, dense pair path. Pure and jittable.
+
+        With ``max_pairs`` set, returns NaN (energy and forces) for a configuration with more
+        than ``max_pairs`` pairs within the cutoff, never a silently truncated value.
+        """
+        x = x.astype(self.dtype)
+        i, j = self.pair_i, self.pair_j
+        d = x[j] - x[i]
+        sq = jnp.sum(d * d, axis=-1)
+        r = jnp.sqrt(jnp.where(sq > 0, sq, jnp.ones_like(sq)))
+        r = jnp.where(sq > 0, r, jnp.zeros_like(r))
+        if self.max_pairs is None:
+            return self._apply(params, r, None, self._aggregate(i, j))
+        within = r < self.cutoff
+        count = jnp.sum(within)
+        (selected,) = jnp.nonzero(within, size=self.max_pairs, fill_value=0)
+        valid = jnp.arange(self.max_pairs) < count
+        ii, jj = jnp.asarray(i)[selected], jnp.asarray(j)[selected]
+        energy = self._apply(params, r[selected], valid, self._aggregate(ii, jj))
+        overflow = jnp.where(count > self.max_pairs, jnp.nan, 1.0).astype(energy.dtype)
+        return energy * overflow
+
+    def _aggregate(self, i: Any, j: Any) -> Callable[[jax.Array, jax.Array], jax.Array]:
+        targets, sources = jnp.concatenate([jnp.asarray(i), jnp.asarray(j)]), jnp.concatenate([jnp.asarray(j), jnp.asarray(i)])
+
+        def aggregate(hx: jax.Array, w: jax.Array) -> jax.Array:
+            # m_i = Σ_j W_ij x_j with W_ij = W_ji: one filter per unordered pair, used twice.
+            messages = jnp.concatenate([w, w], axis=0) * hx[sources]
+            return jax.ops.segment_sum(messages, targets, num_segments=self.n_beads)
+
+        return aggregate
+
+    def pair_counts(self, positions: np.ndarray) -> np.ndarray:
+        """(T,) number of (non-excluded) pairs within the cutoff in each frame of positions
+        (T, N, 3) nm; ``max_pairs`` must be at least the maximum over the frames the model sees."""
+        positions = np.asarray(positions)
+        d = positions[:, self.pair_j] - positions[:, self.pair_i]
+        return np.sum(np.linalg.norm(d, axis=-1) < self.cutoff, axis=1)
+
+    # ------------------------------------------------------------------ neighbour-list path
+
+    def neighbor_list(
+        self, box: jax.Array | None = None, dr_threshold: float = 0.1, capacity_multiplier: float = 1.25
+    ) -> tuple[Callable, Callable]:
+        """A jax-md ``OrderedSparse`` neighbour list for this model.
+
+        Args:
+          box: periodic box side lengths (3,) nm, or None for free space.
+          dr_threshold: skin in nm. capacity_multiplier: spare capacity on allocation.
+
+        Returns:
+          ``(displacement_fn, neighbor_fn)``; use ``neighbor_fn.allocate(x)`` on the host,
+          ``neighbor_fn.update(x, nbrs)`` inside jit, and check ``nbrs.did_buffer_overflow`` on the host
+          (re-allocate and redo the chunk if set).
+        """
+        # jax-md's import-time code mixes int and float arrays, which strict promotion rejects.
+        with jax.numpy_dtype_promotion("standard"):
+            from jax_md import partition, space
+
+        if box is None:
+            displacement, _ = space.free()
+            list_box = jnp.ones(3, self.dtype) * 1000.0
+            disable = True
+        else:
+            displacement, _ = space.periodic(jnp.asarray(box, self.dtype))
+            list_box, disable = jnp.asarray(box, self.dtype), False
+        neighbor_fn = partition.neighbor_list(
+            displacement, list_box, self.cutoff, dr_threshold=dr_threshold,
+            capacity_multiplier=capacity_multiplier, disable_cell_list=disable,
+            format=partition.NeighborListFormat.OrderedSparse,
+        )
+        return displacement, neighbor_fn
+
+    def energy_neighbors(self, params: dict[str, Any], x: jax.Array, neighbor: Any, displacement: Callable | None = None) -> jax.Array:
+        """Energy in kJ/mol of x: (N, 3) nm over the pairs of a jax-md ``OrderedSparse`` list.
+
+        ``displacement`` is the list's displacement function (default free space).
+        """
+        x = x.astype(self.dtype)
+        i, j = neighbor.idx[0], neighbor.idx[1]
+        n = self.n_beads
+        valid = (i < n) & (j < n)
+        if len(self._exclusion_keys):
+            keys = jnp.asarray(self._exclusion_keys)
+            flat = jnp.minimum(i, j) * n + jnp.maximum(i, j)
+            pos = jnp.clip(jnp.searchsorted(keys, flat), 0, len(keys) - 1)
+            valid = valid & (keys[pos] != flat)
+        ii, jj = jnp.where(valid, i, 0), jnp.where(valid, j, 0)
+        if displacement is None:
+            d = x[jj] - x[ii]
+        else:
+            d = jax.vmap(displacement)(x[jj], x[ii])
+        sq = jnp.sum(d * d, axis=-1)
+        ok = valid & (sq > 0)
+        r = jnp.sqrt(jnp.where(ok, sq, jnp.ones_like(sq)))
+
+        def aggregate(hx: jax.Array, w: jax.Array) -> jax.Array:
+            out = jax.ops.segment_sum(w * hx[jj], ii, num_segments=n)
+            return out + jax.ops.segment_sum(w * hx[ii], jj, num_segments=n)
+
+        return self._apply(params, jnp.where(ok, r, jnp.zeros_like(r)), ok, aggregate)

@@ -1,0 +1,313 @@
+"""Physical prior energies of a CG model, fitted by Boltzmann inversion of the mapped data.
+
+Terms (all energies in kJ/mol, lengths in nm, angles in radians):
+
+- bonds, harmonic:          U = ½ k_b (r − r0)²               over ``terms.bonds`` (B, 2)
+- angles, harmonic:         U = ½ k_θ (θ − θ0)²               over ``terms.angles`` (A, 3)
+- dihedrals, Fourier:       U = Σ_n a_n cos(nφ) + b_n sin(nφ) over ``terms.dihedrals`` (D, 4)
+- repulsion, soft wall:     U = ½ k_rep max(σ − r, 0)²        over ``terms.pairs`` (P, 2)
+
+Parameters are kept **per term** (one value per bond, angle, dihedral or pair), not per bead-type
+tuple: CA models of small proteins have few enough terms, and per-term values are what Boltzmann
+inversion of one molecule gives. Share values across identical type tuples yourself if needed.
+
+Bonded graph: ``CGData.bonds``; angles are the bonded triples i-j-k and dihedrals the bonded
+quadruples i-j-k-l (paths in the bond graph); repulsion acts between pairs further apart than
+``exclusion_hops`` bonds. Fitting (``fit_prior``), at the data's kT:
+
+- bonds/angles: a weighted quadratic fit to −kT log(p(r)/r²) and −kT log(p(θ)/sin θ);
+- dihedrals: weighted least squares of the Fourier series on −kT log p(φ);
+- repulsion: σ = the smallest distance of each pair seen in the data, k_rep fixed.
+
+``Prior`` gives the uniform model interface of ``jaxcg.models``: ``init(key, x) -> params`` and
+``energy(params, x) -> scalar``.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxcg.data import CGData
+
+
+class PriorTerms(NamedTuple):
+    """The static graph of a prior (numpy integer arrays, not traced).
+
+    Attributes:
+      bonds: (B, 2) bead indices. angles: (A, 3). dihedrals: (D, 4). pairs: (P, 2) non-bonded.
+    """
+
+    bonds: np.ndarray
+    angles: np.ndarray
+    dihedrals: np.ndarray
+    pairs: np.ndarray
+
+
+class PriorParams(NamedTuple):
+    """Prior parameters, a PyTree of float arrays, one value per term.
+
+    Attributes:
+      bond_k: (B,) kJ/mol/nm². bond_r0: (B,) nm.
+      angle_k: (A,) kJ/mol/rad². angle_theta0: (A,) rad.
+      dihedral_cos: (D, H) kJ/mol, a_n for n = 1..H. dihedral_sin: (D, H) kJ/mol, b_n.
+      repulsion_sigma: (P,) nm. repulsion_k: () kJ/mol/nm².
+    """
+
+    bond_k: jax.Array
+    bond_r0: jax.Array
+    angle_k: jax.Array
+    angle_theta0: jax.Array
+    dihedral_cos: jax.Array
+    dihedral_sin: jax.Array
+    repulsion_sigma: jax.Array
+    repulsion_k: jax.Array
+
+
+# ----------------------------------------------------------------------------- graph
+
+
+def _adjacency(n_beads: int, bonds: np.ndarray) -> list[list[int]]:
+    adjacency: list[list[int]] = [[] for _ in range(n_beads)]
+    for i, j in np.asarray(bonds, dtype=np.int64).reshape(-1, 2):
+        if i == j:
+            raise ValueError(f"bonds holds a self-bond ({i}, {j})")
+        adjacency[int(i)].append(int(j))
+        adjacency[int(j)].append(int(i))
+    return [sorted(set(a)) for a in adjacency]
+
+
+def _hop_distances(adjacency: list[list[int]]) -> np.ndarray:
+    """(N, N) number of bonds on the shortest path (large where disconnected)."""
+    n = len(adjacency)
+    hops = np.full((n, n), n + 1, dtype=np.int64)
+    for start in range(n):
+        hops[start, start] = 0
+        queue = deque([start])
+        while queue:
+            a = queue.popleft()
+            for b in adjacency[a]:
+                if hops[start, b] > hops[start, a] + 1:
+                    hops[start, b] = hops[start, a] + 1
+                    queue.append(b)
+    return hops
+
+
+def prior_terms(n_beads: int, bonds: np.ndarray, exclusion_hops: int = 3) -> PriorTerms:
+    """Angles, dihedrals and repulsive pairs from the bonded graph.
+
+    Args:
+      n_beads: N.
+      bonds: (B, 2) int bead pairs.
+      exclusion_hops: pairs at most this many bonds apart get no repulsion (3: 1-2, 1-3, 1-4).
+
+    Returns:
+      PriorTerms; angles (i, j, k) with i < k, dihedrals (i, j, k, l) with i < l, each once.
+    """
+    bonds = np.asarray(bonds, dtype=np.int64).reshape(-1, 2)
+    if bonds.size and (bonds.min() < 0 or bonds.max() >= n_beads):
+        raise ValueError(f"bonds must index the {n_beads} beads, got indices {bonds.min()}..{bonds.max()}")
+    adjacency = _adjacency(n_beads, bonds)
+    angles = [
+        (i, j, k) for j in range(n_beads) for i in adjacency[j] for k in adjacency[j] if i < k
+    ]
+    dihedrals = []
+    for j, k in bonds:
+        for i in adjacency[j]:
+            for m in adjacency[k]:
+                if len({i, int(j), int(k), m}) == 4:
+                    quad = (i, int(j), int(k), m)
+                    dihedrals.append(quad if i < m else quad[::-1])
+    dihedrals = sorted(set(dihedrals))
+    hops = _hop_distances(adjacency)
+    ii, jj = np.triu_indices(n_beads, k=1)
+    far = hops[ii, jj] > exclusion_hops
+    return PriorTerms(
+        bonds=bonds,
+        angles=np.asarray(angles, dtype=np.int64).reshape(-1, 3),
+        dihedrals=np.asarray(dihedrals, dtype=np.int64).reshape(-1, 4),
+        pairs=np.stack([ii[far], jj[far]], axis=1).astype(np.int64).reshape(-1, 2),
+    )
+
+
+# ----------------------------------------------------------------------------- geometry
+
+
+def _norm(v: jax.Array) -> jax.Array:
+    """Euclidean norm over the last axis with a finite gradient at 0."""
+    sq = jnp.sum(v * v, axis=-1)
+    safe = jnp.where(sq > 0, sq, jnp.ones_like(sq))
+    return jnp.where(sq > 0, jnp.sqrt(safe), jnp.zeros_like(sq))
+
+
+def bond_lengths(x: jax.Array, bonds: np.ndarray) -> jax.Array:
+    """(..., B) distances in nm of bead pairs; x: (..., N, 3) nm."""
+    return _norm(x[..., bonds[:, 1], :] - x[..., bonds[:, 0], :])
+
+
+def bond_angles(x: jax.Array, angles: np.ndarray) -> jax.Array:
+    """(..., A) angles i-j-k in rad, in [0, π]; x: (..., N, 3) nm."""
+    a = x[..., angles[:, 0], :] - x[..., angles[:, 1], :]
+    b = x[..., angles[:, 2], :] - x[..., angles[:, 1], :]
+    return jnp.arctan2(_norm(jnp.cross(a, b)), jnp.sum(a * b, axis=-1))
+
+
+def dihedral_angles(x: jax.Array, dihedrals: np.ndarray) -> jax.Array:
+    """(..., D) dihedral angles i-j-k-l in rad, in (−π, π] (IUPAC sign); x: (..., N, 3) nm."""
+    b0 = x[..., dihedrals[:, 1], :] - x[..., dihedrals[:, 0], :]
+    b1 = x[..., dihedrals[:, 2], :] - x[..., dihedrals[:, 1], :]
+    b2 = x[..., dihedrals[:, 3], :] - x[..., dihedrals[:, 2], :]
+    n1 = jnp.cross(b0, b1)
+    n2 = jnp.cross(b1, b2)
+    m1 = jnp.cross(b1 / _norm(b1)[..., None], n1)
+    return jnp.arctan2(jnp.sum(m1 * n2, axis=-1), jnp.sum(n1 * n2, axis=-1))
+
+
+# ----------------------------------------------------------------------------- energy
+
+
+def prior_energy(terms: PriorTerms, params: PriorParams, x: jax.Array) -> jax.Array:
+    """Total prior energy in kJ/mol of one configuration x: (N, 3) nm. Pure and jittable."""
+    dtype = x.dtype
+    energy = jnp.zeros((), dtype)
+    if len(terms.bonds):
+        dr = bond_lengths(x, terms.bonds) - params.bond_r0
+        energy = energy + 0.5 * jnp.sum(params.bond_k * dr * dr)
+    if len(terms.angles):
+        dt = bond_angles(x, terms.angles) - params.angle_theta0
+        energy = energy + 0.5 * jnp.sum(params.angle_k * dt * dt)
+    if len(terms.dihedrals):
+        phi = dihedral_angles(x, terms.dihedrals)
+        n = jnp.arange(1, params.dihedral_cos.shape[-1] + 1, dtype=dtype)
+        nphi = phi[:, None] * n
+        energy = energy + jnp.sum(
+            params.dihedral_cos * jnp.cos(nphi) + params.dihedral_sin * jnp.sin(nphi)
+        )
+    if len(terms.pairs):
+        gap = jnp.maximum(params.repulsion_sigma - bond_lengths(x, terms.pairs), 0.0)
+        energy = energy + 0.5 * params.repulsion_k * jnp.sum(gap * gap)
+    return energy
+
+
+class Prior:
+    """A fitted prior with the model interface of ``jaxcg.models``.
+
+    ``init(key, x)`` returns the fitted ``PriorParams`` (the key is unused); ``energy(params, x)``
+    is ``prior_energy`` of one configuration x: (N, 3) nm, in kJ/mol.
+    """
+
+    def __init__(self, terms: PriorTerms, params: PriorParams):
+        self.terms = terms
+        self.params = params
+
+    def init(self, key: jax.Array, positions: jax.Array) -> PriorParams:
+        del key
+        return jax.tree.map(lambda p: jnp.asarray(p, dtype=jnp.asarray(positions).dtype), self.params)
+
+    def energy(self, params: PriorParams, x: jax.Array) -> jax.Array:
+        return prior_energy(self.terms, params, x)
+
+
+# ----------------------------------------------------------------------------- fitting
+
+
+def _histogram(values: np.ndarray, bins: int, lo: float, hi: float, weights: np.ndarray | None):
+    counts, edges = np.histogram(values, bins=bins, range=(lo, hi), weights=weights)
+    return counts, 0.5 * (edges[1:] + edges[:-1])
+
+
+def _harmonic_fit(
+    values: np.ndarray, kT: float, jacobian, bins: int, weights: np.ndarray | None, name: str
+) -> tuple[float, float]:
+    """(k, x0) of ½ k (x − x0)² fitted to −kT log(p(x)/J(x)) by weighted quadratic least squares."""
+    mean, std = float(np.average(values, weights=weights)), float(np.sqrt(np.cov(values, aweights=weights)))
+    if not np.isfinite(std) or std <= 0:
+        raise ValueError(f"cannot fit the {name}: its values do not fluctuate (std {std})")
+    lo, hi = mean - 4.0 * std, mean + 4.0 * std
+    counts, centers = _histogram(values, bins, lo, hi, weights)
+    keep = (counts > 0) & (jacobian(centers) > 0)
+    if keep.sum() < 3:
+        raise ValueError(f"cannot fit the {name}: fewer than 3 populated histogram bins")
+    u = -kT * np.log(counts[keep] / jacobian(centers[keep]))
+    # Poisson counts: var(log c) ≈ 1/c, so weight residuals by sqrt(c).
+    a, b, _ = np.polyfit(centers[keep], u, 2, w=np.sqrt(counts[keep]))
+    k = 2.0 * a
+    if k <= 0:
+        # Not confined: fall back to the Gaussian (moment) estimate.
+        return kT / std**2, mean
+    return float(k), float(-b / (2.0 * a))
+
+
+def _fourier_fit(phi: np.ndarray, kT: float, n_harmonics: int, bins: int, weights) -> tuple[np.ndarray, np.ndarray]:
+    counts, centers = _histogram(phi, bins, -np.pi, np.pi, weights)
+    keep = counts > 0
+    u = -kT * np.log(counts[keep] / counts.sum())
+    n = np.arange(1, n_harmonics + 1)
+    basis = np.concatenate(
+        [np.ones((keep.sum(), 1)), np.cos(centers[keep, None] * n), np.sin(centers[keep, None] * n)], axis=1
+    )
+    w = np.sqrt(counts[keep])
+    coef, *_ = np.linalg.lstsq(basis * w[:, None], u * w, rcond=None)
+    return coef[1 : n_harmonics + 1], coef[n_harmonics + 1 :]
+
+
+def fit_prior(
+    data: CGData,
+    n_harmonics: int = 3,
+    exclusion_hops: int = 3,
+    repulsion_k: float = 5000.0,
+    bins: int = 60,
+    dtype: jnp.dtype = jnp.float32,
+) -> Prior:
+    """Fit every prior term by Boltzmann inversion of ``data`` at its kT.
+
+    Args:
+      data: CGData with positions (T, N, 3) nm, bonds (B, 2) and temperature (K); frame weights
+        are honoured.
+      n_harmonics: H, Fourier terms per dihedral.
+      exclusion_hops: see ``prior_terms``.
+      repulsion_k: stiffness of the repulsive wall, kJ/mol/nm².
+      bins: histogram bins per term.
+      dtype: dtype of the returned parameters.
+
+    Returns:
+      A ``Prior`` holding the terms and fitted ``PriorParams``.
+    """
+    if n_harmonics < 1:
+        raise ValueError(f"n_harmonics must be >= 1, got {n_harmonics}")
+    x = np.asarray(data.positions, dtype=np.float64)
+    kT = data.kT
+    w = None if data.weights is None else np.asarray(data.weights, dtype=np.float64)
+    terms = prior_terms(data.n_beads, data.bonds, exclusion_hops)
+    r = np.asarray(bond_lengths(x, terms.bonds)) if len(terms.bonds) else np.zeros((len(x), 0))
+    bonds = [
+        _harmonic_fit(r[:, b], kT, lambda c: c**2, bins, w, f"bond {terms.bonds[b].tolist()}")
+        for b in range(len(terms.bonds))
+    ]
+    theta = np.asarray(bond_angles(x, terms.angles)) if len(terms.angles) else np.zeros((len(x), 0))
+    angles = [
+        _harmonic_fit(theta[:, a], kT, np.sin, bins, w, f"angle {terms.angles[a].tolist()}")
+        for a in range(len(terms.angles))
+    ]
+    phi = np.asarray(dihedral_angles(x, terms.dihedrals)) if len(terms.dihedrals) else np.zeros((len(x), 0))
+    fourier = [_fourier_fit(phi[:, d], kT, n_harmonics, bins, w) for d in range(len(terms.dihedrals))]
+    dist = np.asarray(bond_lengths(x, terms.pairs)) if len(terms.pairs) else np.zeros((len(x), 0))
+
+    def arr(values, shape):
+        return jnp.asarray(np.asarray(values, dtype=np.float64).reshape(shape), dtype=dtype)
+
+    params = PriorParams(
+        bond_k=arr([b[0] for b in bonds], (-1,)),
+        bond_r0=arr([b[1] for b in bonds], (-1,)),
+        angle_k=arr([a[0] for a in angles], (-1,)),
+        angle_theta0=arr([a[1] for a in angles], (-1,)),
+        dihedral_cos=arr([f[0] for f in fourier], (-1, n_harmonics)),
+        dihedral_sin=arr([f[1] for f in fourier], (-1, n_harmonics)),
+        repulsion_sigma=arr(dist.min(axis=0), (-1,)),
+        repulsion_k=arr(repulsion_k, ()),
+    )
+    return Prior(terms, params)

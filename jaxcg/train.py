@@ -1,0 +1,396 @@
+"""Force matching of CG energy models with optax.
+
+Loss (per batch): the weighted mean over frames and beads of ‖f_map − F_model‖², with
+F_model = −∂U/∂x, in (kJ/mol/nm)². Optionally the targets are "delta forces" (mapped forces minus
+the forces of a frozen prior, ``delta_forces``).
+
+Pieces, from the inside out:
+
+- ``force_matching_loss(energy, params, batch)``: the loss of one batch.
+- ``make_train_step(energy, optimizer)``: one pure ``step(state, batch) -> (state, metrics)``;
+  ``fit`` jits it once (fixed batch shape, padded last batch) so the epoch loop never retraces.
+- ``block_split``: train/validation split by contiguous trajectory blocks.
+- ``fit``: the epoch loop: shuffled minibatches, validation, early stopping, non-finite checks on
+  the host once per epoch, metrics to ``metrics.json``/``metrics.csv``, orbax checkpoints that
+  resume exactly, data parallelism over ``devices`` with ``jax.sharding``.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+Params = Any
+EnergyFn = Callable[[Params, jax.Array], jax.Array]
+ProgressFn = Callable[[int, int, int, "dict[str, float] | None"], None]
+
+
+class Batch(NamedTuple):
+    """A minibatch: positions (B, N, 3) nm, forces (B, N, 3) kJ/mol/nm, weights (B,) (0 marks
+    padding frames)."""
+
+    positions: jax.Array
+    forces: jax.Array
+    weights: jax.Array
+
+
+class TrainState(NamedTuple):
+    """Everything a resumed run needs, a PyTree of arrays.
+
+    Attributes:
+      params: model parameters. opt_state: optax state. key: (2,) uint32 PRNG key (shuffling).
+      epoch: () int32, epochs completed. best_params: parameters of the best validation epoch.
+      best_loss: () float32, best validation loss. bad_epochs: () int32, epochs since the best.
+    """
+
+    params: Params
+    opt_state: Any
+    key: jax.Array
+    epoch: jax.Array
+    best_params: Params
+    best_loss: jax.Array
+    bad_epochs: jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Hyperparameters of ``fit``.
+
+    Attributes:
+      epochs: maximum number of epochs. batch_size: frames per step (a multiple of the devices).
+      learning_rate: peak Adam learning rate. schedule: "constant" or "cosine" (decay to
+      ``final_lr_fraction`` of the peak over all steps, after ``warmup_steps`` of linear warm-up).
+      clip_norm: global gradient-norm clip, or None. val_fraction: share of trajectory blocks held
+      out. n_blocks: contiguous blocks the frames are cut into for the split. patience: stop after
+      this many epochs without validation improvement (None: never). min_delta: improvement that
+      counts. seed: PRNG seed of shuffling and of the split.
+    """
+
+    epochs: int = 100
+    batch_size: int = 128
+    learning_rate: float = 1e-3
+    schedule: str = "cosine"
+    warmup_steps: int = 0
+    final_lr_fraction: float = 0.01
+    clip_norm: float | None = 10.0
+    val_fraction: float = 0.1
+    n_blocks: int = 10
+    patience: int | None = 10
+    min_delta: float = 0.0
+    seed: int = 0
+
+
+class TrainResult(NamedTuple):
+    """``params``: best-validation parameters; ``state``: final TrainState; ``history``: one dict
+    of metrics per epoch."""
+
+    params: Params
+    state: TrainState
+    history: list[dict[str, float]]
+
+
+# ----------------------------------------------------------------------------- pure pieces
+
+
+def force_matching_loss(energy: EnergyFn, params: Params, batch: Batch) -> jax.Array:
+    """Σ_t w_t Σ_i ‖f_ti − F_ti‖² / (N Σ_t w_t), (kJ/mol/nm)²; F = −∂U/∂x of each frame."""
+
+    def total_energy(x: jax.Array) -> jax.Array:
+        return jnp.sum(jax.vmap(energy, in_axes=(None, 0))(params, x))
+
+    model_forces = -jax.grad(total_energy)(batch.positions)
+    err = jnp.sum((batch.forces - model_forces) ** 2, axis=(1, 2))
+    n_beads = batch.positions.shape[1]
+    return jnp.sum(batch.weights * err) / (n_beads * jnp.sum(batch.weights))
+
+
+def make_optimizer(config: TrainConfig, total_steps: int) -> optax.GradientTransformation:
+    """Adam with the schedule and gradient clipping of ``config``."""
+    if config.schedule == "constant":
+        schedule = optax.constant_schedule(config.learning_rate)
+    elif config.schedule == "cosine":
+        schedule = optax.warmup_cosine_decay_schedule(
+            0.0 if config.warmup_steps else config.learning_rate,
+            config.learning_rate,
+            config.warmup_steps,
+            max(total_steps, config.warmup_steps + 1),
+            end_value=config.learning_rate * config.final_lr_fraction,
+        )
+    else:
+        raise ValueError(f"schedule must be 'constant' or 'cosine', got {config.schedule!r}")
+    parts = [] if config.clip_norm is None else [optax.clip_by_global_norm(config.clip_norm)]
+    return optax.chain(*parts, optax.adam(schedule))
+
+
+def _init_optimizer(optimizer: optax.GradientTransformation, params: Params) -> Any:
+    with jax.numpy_dtype_promotion("standard"):
+        return optimizer.init(params)
+
+
+def make_train_step(
+    energy: EnergyFn, optimizer: optax.GradientTransformation
+) -> Callable[[TrainState, Batch], tuple[TrainState, dict[str, jax.Array]]]:
+    """One pure optimisation step ``step(state, batch) -> (state, {"loss", "grad_norm"})``."""
+
+    def step(state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, jax.Array]]:
+        loss, grads = jax.value_and_grad(lambda p: force_matching_loss(energy, p, batch))(state.params)
+        # optax mixes int step counts with float decays, which strict promotion rejects.
+        with jax.numpy_dtype_promotion("standard"):
+            updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+            params = optax.apply_updates(state.params, updates)
+        metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads)}
+        return state._replace(params=params, opt_state=opt_state), metrics
+
+    return step
+
+
+def make_eval_step(energy: EnergyFn) -> Callable[[Params, Batch], tuple[jax.Array, jax.Array]]:
+    """``evaluate(params, batch) -> (Σ weighted squared error / N, Σ weights)`` for pooling."""
+
+    def evaluate(params: Params, batch: Batch) -> tuple[jax.Array, jax.Array]:
+        total = jnp.sum(batch.weights)
+        return force_matching_loss(energy, params, batch) * total, total
+
+    return evaluate
+
+
+def delta_forces(
+    energy: EnergyFn, params: Params, positions: np.ndarray, forces: np.ndarray, chunk_size: int = 1024
+) -> np.ndarray:
+    """Targets for training a network on top of a frozen model (e.g. a prior): forces minus the
+    model's forces. positions, forces: (T, N, 3) nm, kJ/mol/nm; returns (T, N, 3) kJ/mol/nm."""
+    grad = jax.jit(jax.vmap(jax.grad(energy, argnums=1), in_axes=(None, 0)))
+    out = []
+    for start in range(0, len(positions), chunk_size):
+        x = jnp.asarray(positions[start : start + chunk_size], jnp.float32)
+        out.append(np.asarray(forces[start : start + chunk_size]) + np.asarray(grad(params, x)))
+    return np.concatenate(out).astype(np.asarray(forces).dtype)
+
+
+def block_split(
+    n_frames: int, val_fraction: float, n_blocks: int = 10, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """(train_indices, val_indices): frames cut into ``n_blocks`` contiguous blocks, of which
+    round(val_fraction · n_blocks) (at least 1 when val_fraction > 0) chosen at random are held out
+    whole, so correlated neighbouring frames do not leak across the split."""
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    n_blocks = max(1, min(n_blocks, n_frames))
+    blocks = np.array_split(np.arange(n_frames), n_blocks)
+    n_val = 0 if val_fraction == 0 else min(max(1, round(val_fraction * n_blocks)), n_blocks - 1)
+    if n_val == 0:
+        return np.arange(n_frames), np.zeros(0, dtype=np.int64)
+    chosen = set(np.random.default_rng(seed).choice(n_blocks, n_val, replace=False).tolist())
+    val = np.concatenate([b for k, b in enumerate(blocks) if k in chosen])
+    train = np.concatenate([b for k, b in enumerate(blocks) if k not in chosen])
+    return train, val
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+def _batches(indices: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(S, batch_size) frame indices and weights masks; the last batch padded with weight 0."""
+    n_steps = max(1, math.ceil(len(indices) / batch_size))
+    padded = np.zeros(n_steps * batch_size, dtype=np.int64)
+    mask = np.zeros(n_steps * batch_size, dtype=np.float32)
+    padded[: len(indices)] = indices
+    mask[: len(indices)] = 1.0
+    return padded.reshape(n_steps, batch_size), mask.reshape(n_steps, batch_size)
+
+
+def _write_metrics(out_dir: Path, history: list[dict[str, float]]) -> None:
+    """Rewrite metrics.json and metrics.csv atomically (a kill leaves the old or the new file)."""
+    tmp = out_dir / "metrics.json.tmp"
+    tmp.write_text(json.dumps(history, indent=1))
+    os.replace(tmp, out_dir / "metrics.json")
+    if history:
+        tmp = out_dir / "metrics.csv.tmp"
+        with open(tmp, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(history[0]))
+            writer.writeheader()
+            writer.writerows(history)
+        os.replace(tmp, out_dir / "metrics.csv")
+
+
+def _checkpoint_manager(out_dir: Path):
+    import orbax.checkpoint as ocp
+
+    options = ocp.CheckpointManagerOptions(max_to_keep=2, enable_async_checkpointing=False)
+    return ocp.CheckpointManager((out_dir / "checkpoints").absolute(), options=options)
+
+
+def _check_inputs(positions: np.ndarray, forces: np.ndarray, weights, config: TrainConfig, n_dev: int) -> None:
+    if positions.ndim != 3 or positions.shape[2] != 3:
+        raise ValueError(f"positions must have shape (T, N, 3), got {positions.shape}")
+    if forces.shape != positions.shape:
+        raise ValueError(f"forces has shape {forces.shape} but positions has shape {positions.shape}")
+    if weights is not None and np.shape(weights) != (positions.shape[0],):
+        raise ValueError(f"weights must have shape ({positions.shape[0]},), got {np.shape(weights)}")
+    if config.batch_size < 1 or config.batch_size % n_dev:
+        raise ValueError(f"batch_size must be a positive multiple of the {n_dev} device(s), got {config.batch_size}")
+
+
+def fit(
+    energy: EnergyFn,
+    params: Params,
+    positions: np.ndarray,
+    forces: np.ndarray,
+    config: TrainConfig = TrainConfig(),
+    weights: np.ndarray | None = None,
+    out_dir: str | Path | None = None,
+    resume: bool = False,
+    progress: ProgressFn | None = None,
+    devices: list[jax.Device] | None = None,
+) -> TrainResult:
+    """Train ``params`` of ``energy`` by force matching.
+
+    Args:
+      energy: ``U(params, x) -> ()`` kJ/mol for x: (N, 3) nm (e.g. ``model.energy``).
+      params: initial parameters (e.g. ``model.init(key, positions[0])``).
+      positions: (T, N, 3) nm. forces: (T, N, 3) kJ/mol/nm (mapped, or delta forces).
+      config: ``TrainConfig``. weights: (T,) frame weights or None.
+      out_dir: folder for ``metrics.json``, ``metrics.csv``, ``config.json`` and ``checkpoints/``
+        (one orbax checkpoint per epoch); None keeps everything in memory.
+      resume: continue from the latest checkpoint in ``out_dir``; the run ends with the same
+        parameters as an uninterrupted one.
+      progress: called as ``progress(epoch, step, steps_per_epoch, None)`` after each step and
+        ``progress(epoch, steps_per_epoch, steps_per_epoch, metrics)`` after each epoch.
+      devices: devices for data parallelism (batch sharded over them, parameters replicated;
+        ``batch_size`` must be a multiple of their number); default: the first local device.
+
+    Returns:
+      TrainResult with the best-validation parameters.
+
+    Raises:
+      FloatingPointError: a batch gave a non-finite loss; the message names epoch, batch and frames.
+    """
+    positions = np.asarray(positions)
+    forces = np.asarray(forces)
+    devices = list(devices) if devices is not None else jax.local_devices()[:1]
+    _check_inputs(positions, forces, weights, config, len(devices))
+    frame_w = np.ones(len(positions), np.float32) if weights is None else np.asarray(weights, np.float32)
+    train_idx, val_idx = block_split(len(positions), config.val_fraction, config.n_blocks, config.seed)
+    train_batches, train_mask = _batches(train_idx, config.batch_size)
+    val_batches, val_mask = _batches(val_idx, config.batch_size) if len(val_idx) else (None, None)
+    steps = len(train_batches)
+    optimizer = make_optimizer(config, config.epochs * steps)
+
+    mesh = Mesh(np.asarray(devices), ("data",))
+    replicated = NamedSharding(mesh, PartitionSpec())
+    sharded = NamedSharding(mesh, PartitionSpec("data"))
+    step_fn = jax.jit(make_train_step(energy, optimizer), in_shardings=(replicated, sharded), out_shardings=replicated)
+    eval_fn = jax.jit(make_eval_step(energy), in_shardings=(replicated, sharded), out_shardings=replicated)
+
+    params = jax.tree.map(lambda p: jnp.asarray(p), params)
+    state = TrainState(
+        params=params,
+        opt_state=_init_optimizer(optimizer, params),
+        key=jax.random.PRNGKey(config.seed),
+        epoch=jnp.zeros((), jnp.int32),
+        best_params=params,
+        best_loss=jnp.asarray(np.inf, jnp.float32),
+        bad_epochs=jnp.zeros((), jnp.int32),
+    )
+    state = jax.device_put(state, replicated)
+    history: list[dict[str, float]] = []
+    manager = None
+    if out_dir is not None:
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        config_text = json.dumps(dataclasses.asdict(config), indent=1, sort_keys=True)
+        manager = _checkpoint_manager(out_dir)
+        if resume and manager.latest_step() is not None:
+            saved = (out_dir / "config.json").read_text() if (out_dir / "config.json").exists() else config_text
+            if saved != config_text:
+                raise ValueError(f"resume: config differs from the one in {out_dir / 'config.json'}")
+            import orbax.checkpoint as ocp
+
+            state = manager.restore(manager.latest_step(), args=ocp.args.StandardRestore(state))
+            if (out_dir / "metrics.json").exists():
+                history = json.loads((out_dir / "metrics.json").read_text())[: int(state.epoch)]
+        elif manager.latest_step() is not None:
+            raise ValueError(f"out_dir {str(out_dir)!r} holds checkpoints; pass resume=True or use a new folder")
+        (out_dir / "config.json").write_text(config_text)
+
+    def batch_at(idx: np.ndarray, mask: np.ndarray) -> Batch:
+        batch = Batch(
+            positions=np.asarray(positions[idx], np.float32),
+            forces=np.asarray(forces[idx], np.float32),
+            weights=mask * frame_w[idx],
+        )
+        return jax.device_put(batch, sharded)
+
+    while int(state.epoch) < config.epochs:
+        epoch = int(state.epoch)
+        if config.patience is not None and int(state.bad_epochs) >= config.patience:
+            break
+        order = np.asarray(jax.random.permutation(jax.random.fold_in(state.key, epoch), steps))
+        losses, norms = [], []
+        for s, b in enumerate(order):
+            state, metrics = step_fn(state, batch_at(train_batches[b], train_mask[b]))
+            losses.append(metrics["loss"])
+            norms.append(metrics["grad_norm"])
+            if progress is not None:
+                progress(epoch, s + 1, steps, None)
+        losses_host = np.asarray(jax.device_get(losses))
+        bad = np.flatnonzero(~np.isfinite(losses_host))
+        if bad.size:
+            b = int(order[bad[0]])
+            frames = train_batches[b][train_mask[b] > 0]
+            nonfinite = frames[~(np.isfinite(positions[frames]).all(axis=(1, 2)) & np.isfinite(forces[frames]).all(axis=(1, 2)))]
+            cause = (
+                f"frames {nonfinite[:10].tolist()} hold NaN/inf positions or forces"
+                if nonfinite.size
+                else "its inputs are finite: lower the learning rate or check the model"
+            )
+            raise FloatingPointError(
+                f"non-finite loss in epoch {epoch}, batch {b} (step {int(bad[0])} of the epoch, "
+                f"frames {frames[:10].tolist()}{'...' if frames.size > 10 else ''}): {cause}"
+            )
+        row = {
+            "epoch": epoch,
+            "train_loss": float(losses_host.mean()),
+            "grad_norm": float(np.mean(jax.device_get(norms))),
+        }
+        if val_batches is not None:
+            sums = [eval_fn(state.params, batch_at(idx, m)) for idx, m in zip(val_batches, val_mask, strict=True)]
+            sums = np.asarray(jax.device_get(sums))
+            row["val_loss"] = float(sums[:, 0].sum() / sums[:, 1].sum())
+        monitor = row.get("val_loss", row["train_loss"])
+        if monitor < float(state.best_loss) - config.min_delta:
+            state = state._replace(
+                best_params=state.params,
+                best_loss=jnp.asarray(monitor, jnp.float32),
+                bad_epochs=jnp.zeros((), jnp.int32),
+            )
+        else:
+            state = state._replace(bad_epochs=state.bad_epochs + 1)
+        state = state._replace(epoch=jnp.asarray(epoch + 1, jnp.int32))
+        state = jax.device_put(state, replicated)
+        row["best_loss"] = float(state.best_loss)
+        history.append(row)
+        if manager is not None:
+            import orbax.checkpoint as ocp
+
+            # Metrics first: a kill between the two leaves an extra row that resume drops.
+            _write_metrics(out_dir, history)
+            manager.save(epoch + 1, args=ocp.args.StandardSave(state))
+            manager.wait_until_finished()
+        if progress is not None:
+            progress(epoch, steps, steps, row)
+    if manager is not None:
+        manager.close()
+    return TrainResult(params=state.best_params, state=state, history=history)

@@ -1,0 +1,177 @@
+"""Models: invariances, forces against finite differences (float64), the neighbour-list path
+against the dense path, and the uniform interface."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxcg.models import (
+    PriorPlusNet,
+    RBFPairPotential,
+    SchNet,
+    batched_energy_and_forces,
+    force_fn,
+)
+from jaxcg.priors import Prior, PriorParams, prior_terms
+
+TYPES = np.array([0, 1, 0, 2, 1, 0])
+BONDS = np.stack([np.arange(5), np.arange(1, 6)], axis=1)
+
+
+def _positions(seed=0, n=6):
+    rng = np.random.default_rng(seed)
+    return (np.cumsum(rng.normal(0.0, 0.25, (n, 3)), axis=0)).astype(np.float32)
+
+
+def _rotation(seed):
+    q, _ = np.linalg.qr(np.random.default_rng(seed).normal(size=(3, 3)))
+    return q * np.sign(np.linalg.det(q))
+
+
+def _fd_check(energy, x, seed=0):
+    """Directional central differences of a float64 energy against its jitted gradient."""
+    energy = jax.jit(energy)
+    grad = np.asarray(jax.jit(jax.grad(energy))(x))
+    for v in np.random.default_rng(seed).normal(size=(3, *x.shape)):
+        v = jnp.asarray(v, jnp.float64)
+        fd = (energy(x + 1e-6 * v) - energy(x - 1e-6 * v)) / 2e-6
+        np.testing.assert_allclose(float(fd), float(np.sum(grad * np.asarray(v))), rtol=1e-6, atol=1e-7)
+
+
+@pytest.fixture(scope="module")
+def small_schnet():
+    model = SchNet(TYPES, n_features=16, n_interactions=2, n_rbf=12, cutoff=1.2)
+    return model, model.init(jax.random.key(0), jnp.asarray(_positions()))
+
+
+def test_schnet_defaults_and_param_shapes():
+    model = SchNet(TYPES)
+    assert (model.n_features, model.n_interactions, model.n_rbf, model.cutoff) == (128, 2, 32, 1.2)
+    params = model.init(jax.random.key(0), jnp.asarray(_positions()))
+    assert params["interaction_1"]["filter_in"]["kernel"].shape == (32, 128)
+    assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(params))
+    with pytest.raises(ValueError, match=r"positions must have shape \(6, 3\)"):
+        model.init(jax.random.key(0), jnp.zeros((5, 3)))
+
+
+def test_schnet_invariant_to_rotation_translation_and_permutation(small_schnet):
+    model, params = small_schnet
+    x = _positions(1)
+    energy = jax.jit(model.energy)
+    u = float(energy(params, jnp.asarray(x)))
+    moved = (x @ _rotation(2).T + np.array([0.3, -1.0, 2.0])).astype(np.float32)
+    np.testing.assert_allclose(float(energy(params, jnp.asarray(moved))), u, rtol=1e-5, atol=1e-6)
+    # Swap the two beads of type 1 (indices 1 and 4) and two of type 0 (0 and 5).
+    perm = np.array([5, 4, 2, 3, 1, 0])
+    assert (TYPES[perm] == TYPES).all()
+    np.testing.assert_allclose(float(energy(params, jnp.asarray(x[perm]))), u, rtol=1e-5, atol=1e-6)
+
+
+def test_schnet_forces_match_finite_differences_float64():
+    with jax.enable_x64(True):
+        model = SchNet(TYPES, n_features=8, n_rbf=8, cutoff=1.2, dtype=jnp.float64, bonds=BONDS, exclusion_hops=1)
+        x = jnp.asarray(_positions(3), jnp.float64)
+        params = model.init(jax.random.key(1), x)
+        _fd_check(lambda y: model.energy(params, y), x)
+
+
+def test_schnet_cutoff_is_smooth():
+    model = SchNet(np.array([0, 0]), n_features=8, n_rbf=8, cutoff=1.0)
+    params = model.init(jax.random.key(0), jnp.zeros((2, 3)))
+    x = lambda r: jnp.array([[0.0, 0.0, 0.0], [r, 0.0, 0.0]], jnp.float32)  # noqa: E731
+    forces = jax.jit(force_fn(model.energy))
+    assert float(jnp.abs(forces(params, x(0.999))).max()) < 1e-3
+    assert float(jnp.abs(forces(params, x(1.5))).max()) == 0.0
+    energy = jax.jit(model.energy)
+    np.testing.assert_allclose(energy(params, x(1.5)), energy(params, x(2.5)), rtol=1e-6)
+
+
+def test_neighbor_list_path_matches_dense(small_schnet):
+    model = SchNet(TYPES, n_features=16, n_rbf=12, cutoff=0.6, bonds=BONDS, exclusion_hops=1)
+    params = model.init(jax.random.key(0), jnp.asarray(_positions()))
+    x = jnp.asarray(_positions(4))
+    displacement, neighbor_fn = model.neighbor_list(dr_threshold=0.0)
+    with jax.numpy_dtype_promotion("standard"):  # jax-md is not strict-promotion clean
+        nbrs = neighbor_fn.allocate(x)
+    assert not bool(nbrs.did_buffer_overflow)
+    dense = jax.jit(batched_energy_and_forces(model.energy))(params, x[None])
+    sparse_energy = lambda p, y: model.energy_neighbors(p, y, nbrs, displacement)  # noqa: E731
+    sparse = jax.jit(batched_energy_and_forces(sparse_energy))(params, x[None])
+    np.testing.assert_allclose(sparse[0], dense[0], rtol=1e-5)
+    np.testing.assert_allclose(sparse[1], dense[1], rtol=1e-4, atol=1e-5)
+
+
+def test_neighbor_list_overflow_is_carried_as_data():
+    model = SchNet(np.zeros(8, np.int32), n_features=8, n_rbf=8, cutoff=1.0)
+    _, neighbor_fn = model.neighbor_list(dr_threshold=0.0, capacity_multiplier=1.0)
+    spread = jnp.asarray(np.arange(8)[:, None] * np.array([[2.0, 0.0, 0.0]]), jnp.float32)
+    with jax.numpy_dtype_promotion("standard"):
+        nbrs = neighbor_fn.allocate(spread)  # no pairs within the cutoff: minimal capacity
+        nbrs = neighbor_fn.update(jnp.asarray(_positions(5, 8) * 0.3), nbrs)
+    assert bool(nbrs.did_buffer_overflow)
+
+
+def test_rbf_pair_potential_energy_and_forces():
+    model = RBFPairPotential(n_beads=2, n_basis=6, r_min=0.2, r_max=0.8)
+    x = jnp.array([[0.0, 0.0, 0.0], [0.3, 0.4, 0.0]], jnp.float32)
+    params = {"coefficients": jnp.arange(1.0, 7.0, dtype=jnp.float32)}
+    expected = np.sum(np.arange(1.0, 7.0) * np.exp(-model.gamma * (0.5 - model.centers) ** 2))
+    np.testing.assert_allclose(jax.jit(model.energy)(params, x), expected, rtol=1e-5)
+    with jax.enable_x64(True):
+        p64 = {"coefficients": jnp.arange(1.0, 7.0, dtype=jnp.float64)}
+        _fd_check(lambda y: model.energy(p64, y), jnp.asarray(x, jnp.float64))
+
+
+def test_prior_plus_net_is_the_sum_and_forces_agree():
+    terms = prior_terms(6, BONDS)
+    prior = Prior(
+        terms,
+        PriorParams(
+            bond_k=np.full(5, 1000.0), bond_r0=np.full(5, 0.38), angle_k=np.full(4, 30.0),
+            angle_theta0=np.full(4, 1.9), dihedral_cos=np.ones((3, 2)), dihedral_sin=np.zeros((3, 2)),
+            repulsion_sigma=np.full(len(terms.pairs), 0.4), repulsion_k=np.asarray(5000.0),
+        ),
+    )
+    net = SchNet(TYPES, n_features=8, n_rbf=8)
+    model = PriorPlusNet(prior, net)
+    x = jnp.asarray(_positions(6))
+    params = model.init(jax.random.key(0), x)
+
+    @jax.jit
+    def everything(params, xs):
+        total = model.energy(params, xs[0])
+        parts = prior.energy(params["prior"], xs[0]) + net.energy(params["net"], xs[0])
+        u, f = batched_energy_and_forces(model.energy)(params, xs)
+        return total, parts, u, f, force_fn(model.energy)(params, xs[1])
+
+    total, parts, u, f, single = everything(params, jnp.stack([x, x + 0.01]))
+    np.testing.assert_allclose(total, parts, rtol=1e-6)
+    np.testing.assert_allclose(u[0], total, rtol=1e-5)
+    np.testing.assert_allclose(f[1], single, rtol=1e-4, atol=1e-4)
+
+
+def test_schnet_rejects_bad_types():
+    with pytest.raises(ValueError, match="bead_types must lie in"):
+        SchNet(np.array([0, 3]), n_types=2)
+
+
+def test_compacted_pairs_match_all_pairs_and_overflow_is_nan():
+    x = _positions(7) * 2.0  # spread out: some pairs beyond the cutoff
+    full = SchNet(TYPES, n_features=8, n_rbf=8, cutoff=0.8)
+    count = int(full.pair_counts(x[None])[0])
+    assert 0 < count < len(full.pair_i)
+    compact = SchNet(TYPES, n_features=8, n_rbf=8, cutoff=0.8, max_pairs=count)
+    tight = SchNet(TYPES, n_features=8, n_rbf=8, cutoff=0.8, max_pairs=count - 1)
+    params = full.init(jax.random.key(0), jnp.asarray(x))
+
+    @jax.jit
+    def all_three(params, xs):
+        return [batched_energy_and_forces(m.energy)(params, xs) for m in (full, compact, tight)]
+
+    (u, f), (uc, fc), (ut, ft) = all_three(params, jnp.asarray(x[None]))
+    np.testing.assert_allclose(uc, u, rtol=1e-5)
+    np.testing.assert_allclose(fc, f, rtol=1e-4, atol=1e-5)
+    assert np.isnan(ut).all() and np.isnan(ft).all()
+    with pytest.raises(ValueError, match="max_pairs must be in"):
+        SchNet(TYPES, max_pairs=100)

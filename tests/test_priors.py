@@ -1,0 +1,209 @@
+"""Priors: graph construction, energies against finite differences, and Boltzmann inversion that
+recovers the parameters of exactly sampled harmonic / Fourier distributions."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxcg.data import CGData
+from jaxcg.priors import (
+    Prior,
+    PriorParams,
+    bond_angles,
+    dihedral_angles,
+    fit_prior,
+    prior_energy,
+    prior_terms,
+)
+from jaxcg.units import kT_from_temperature
+
+TEMPERATURE = 300.0
+KT = kT_from_temperature(TEMPERATURE)
+
+
+def _sample_bond(rng, k, r0, n):
+    """Exact samples of p(r) ∝ r² exp(−k (r − r0)² / 2kT) by rejection from the Gaussian."""
+    sigma = np.sqrt(KT / k)
+    r_max = r0 + 8 * sigma
+    out = np.empty(0)
+    while out.size < n:
+        r = rng.normal(r0, sigma, 2 * n)
+        keep = (r > 0) & (r < r_max) & (rng.random(2 * n) < (r / r_max) ** 2)
+        out = np.concatenate([out, r[keep]])
+    return out[:n]
+
+
+def _sample_angle(rng, k, theta0, n):
+    """Exact samples of p(θ) ∝ sin θ exp(−k (θ − θ0)² / 2kT) on [0, π]."""
+    sigma = np.sqrt(KT / k)
+    out = np.empty(0)
+    while out.size < n:
+        t = rng.normal(theta0, sigma, 2 * n)
+        keep = (t > 0) & (t < np.pi) & (rng.random(2 * n) < np.sin(np.clip(t, 0, np.pi)))
+        out = np.concatenate([out, t[keep]])
+    return out[:n]
+
+
+def _sample_dihedral(rng, cos_coef, sin_coef, n):
+    """Exact samples (inverse CDF on a fine grid) of p(φ) ∝ exp(−Σ a_n cos nφ + b_n sin nφ / kT)."""
+    grid = np.linspace(-np.pi, np.pi, 200_001)
+    harmonics = np.arange(1, len(cos_coef) + 1)
+    u = np.cos(np.outer(grid, harmonics)) @ cos_coef + np.sin(np.outer(grid, harmonics)) @ sin_coef
+    cdf = np.cumsum(np.exp(-(u - u.min()) / KT))
+    return np.interp(rng.random(n) * cdf[-1], cdf, grid)
+
+
+def _random_rotations(rng, n):
+    q = rng.normal(size=(n, 4))
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    w, x, y, z = q.T
+    return np.stack(
+        [
+            np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)], -1),
+            np.stack([2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)], -1),
+            np.stack([2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)], -1),
+        ],
+        axis=1,
+    )
+
+
+def _chain(r1, r2, r3, theta1, theta2, phi):
+    """4-bead chain coordinates from internal coordinates (NeRF), (T, 4, 3) nm."""
+    n = len(r1)
+    p0 = np.zeros((n, 3))
+    p1 = np.stack([r1, np.zeros(n), np.zeros(n)], -1)
+    p2 = p1 + np.stack([-r2 * np.cos(theta1), r2 * np.sin(theta1), np.zeros(n)], -1)
+
+    def place(a, b, c, bond, angle, torsion):
+        bc = (c - b) / np.linalg.norm(c - b, axis=1, keepdims=True)
+        nrm = np.cross(b - a, bc)
+        nrm /= np.linalg.norm(nrm, axis=1, keepdims=True)
+        m = np.stack([bc, np.cross(nrm, bc), nrm], axis=-1)
+        d = np.stack(
+            [-bond * np.cos(angle), bond * np.sin(angle) * np.cos(torsion), bond * np.sin(angle) * np.sin(torsion)], -1
+        )
+        return c + np.einsum("tij,tj->ti", m, d)
+
+    p3 = place(p0, p1, p2, r3, theta2, phi)
+    return np.stack([p0, p1, p2, p3], axis=1)
+
+
+def _cg_data(x, bonds):
+    n = x.shape[1]
+    return CGData(
+        positions=x.astype(np.float32),
+        forces=np.zeros_like(x, dtype=np.float32),
+        bead_types=np.zeros(n, np.int32),
+        bonds=np.asarray(bonds),
+        temperature=TEMPERATURE,
+    )
+
+
+def test_prior_terms_of_a_chain():
+    terms = prior_terms(5, np.array([[0, 1], [1, 2], [2, 3], [3, 4]]))
+    assert terms.angles.tolist() == [[0, 1, 2], [1, 2, 3], [2, 3, 4]]
+    assert terms.dihedrals.tolist() == [[0, 1, 2, 3], [1, 2, 3, 4]]
+    assert terms.pairs.tolist() == [[0, 4]]
+    assert prior_terms(5, np.array([[0, 1], [1, 2], [2, 3], [3, 4]]), exclusion_hops=2).pairs.tolist() == [
+        [0, 3], [0, 4], [1, 4]
+    ]
+
+
+def test_prior_terms_rejects_bad_bonds():
+    with pytest.raises(ValueError, match="bonds must index the 3 beads"):
+        prior_terms(3, np.array([[0, 3]]))
+
+
+def test_geometry_matches_numpy():
+    rng = np.random.default_rng(1)
+    n = 200
+    r = rng.uniform(0.3, 0.4, (3, n))
+    theta = rng.uniform(0.5, 2.8, (2, n))
+    phi = rng.uniform(-np.pi, np.pi, n)
+    x = _chain(r[0], r[1], r[2], theta[0], theta[1], phi)
+    x = np.einsum("tij,tnj->tni", _random_rotations(rng, n), x) + rng.normal(size=(n, 1, 3))
+    np.testing.assert_allclose(bond_angles(x, np.array([[0, 1, 2], [1, 2, 3]])), theta.T, atol=1e-4)
+    got = np.asarray(dihedral_angles(x, np.array([[0, 1, 2, 3]])))[:, 0]
+    np.testing.assert_allclose(np.angle(np.exp(1j * (got - phi))), 0.0, atol=1e-3)
+
+
+def test_boltzmann_inversion_recovers_harmonic_bonds_and_angles():
+    rng = np.random.default_rng(0)
+    n = 200_000
+    k_bond, r0, k_angle, theta0 = 3000.0, 0.38, 60.0, 1.9
+    r1, r2 = _sample_bond(rng, k_bond, r0, n), _sample_bond(rng, k_bond, r0, n)
+    theta = _sample_angle(rng, k_angle, theta0, n)
+    x = _chain(r1, r2, np.full(n, 0.38), theta, np.full(n, 1.5), np.zeros(n))[:, :3]
+    x = np.einsum("tij,tnj->tni", _random_rotations(rng, n), x)
+    prior = fit_prior(_cg_data(x, [[0, 1], [1, 2]]))
+    np.testing.assert_allclose(prior.params.bond_k, k_bond, rtol=0.05)
+    np.testing.assert_allclose(prior.params.bond_r0, r0, atol=1e-3)
+    np.testing.assert_allclose(prior.params.angle_k, [k_angle], rtol=0.05)
+    np.testing.assert_allclose(prior.params.angle_theta0, [theta0], atol=0.01)
+    assert prior.terms.pairs.size == 0
+
+
+def test_boltzmann_inversion_recovers_fourier_dihedral():
+    rng = np.random.default_rng(2)
+    n = 200_000
+    cos_coef, sin_coef = np.array([2.0, 0.0, -1.0]), np.array([0.0, 1.5, 0.0])
+    phi = _sample_dihedral(rng, cos_coef, sin_coef, n)
+    x = _chain(
+        _sample_bond(rng, 3000.0, 0.38, n), _sample_bond(rng, 3000.0, 0.38, n), _sample_bond(rng, 3000.0, 0.38, n),
+        _sample_angle(rng, 60.0, 1.9, n), _sample_angle(rng, 60.0, 1.9, n), phi,
+    )
+    prior = fit_prior(_cg_data(x, [[0, 1], [1, 2], [2, 3]]), n_harmonics=3)
+    np.testing.assert_allclose(prior.params.dihedral_cos[0], cos_coef, atol=0.15)
+    np.testing.assert_allclose(prior.params.dihedral_sin[0], sin_coef, atol=0.15)
+
+
+def test_repulsion_sigma_is_the_minimum_distance():
+    rng = np.random.default_rng(3)
+    x = np.cumsum(rng.normal(0.0, 0.2, (500, 5, 3)), axis=1) + 0.5 * np.arange(5)[:, None]
+    prior = fit_prior(_cg_data(x, [[0, 1], [1, 2], [2, 3], [3, 4]]))
+    d = np.linalg.norm(x[:, 4] - x[:, 0], axis=-1)
+    np.testing.assert_allclose(prior.params.repulsion_sigma, [d.min()], rtol=1e-5)
+
+
+def _random_prior(rng, n_beads=6):
+    terms = prior_terms(n_beads, np.stack([np.arange(n_beads - 1), np.arange(1, n_beads)], 1), exclusion_hops=2)
+    params = PriorParams(
+        bond_k=rng.uniform(1000, 2000, len(terms.bonds)),
+        bond_r0=rng.uniform(0.35, 0.4, len(terms.bonds)),
+        angle_k=rng.uniform(20, 60, len(terms.angles)),
+        angle_theta0=rng.uniform(1.5, 2.2, len(terms.angles)),
+        dihedral_cos=rng.normal(size=(len(terms.dihedrals), 2)),
+        dihedral_sin=rng.normal(size=(len(terms.dihedrals), 2)),
+        repulsion_sigma=np.full(len(terms.pairs), 0.9),
+        repulsion_k=np.asarray(5000.0),
+    )
+    return terms, params
+
+
+def test_prior_forces_match_finite_differences_float64():
+    rng = np.random.default_rng(4)
+    terms, params = _random_prior(rng)
+    x = np.cumsum(rng.normal(0.0, 0.25, (6, 3)), axis=0)
+    with jax.enable_x64(True):
+        p64 = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), params)
+        energy = jax.jit(lambda y: prior_energy(terms, p64, y))
+        x64 = jnp.asarray(x, jnp.float64)
+        grad = np.asarray(jax.jit(jax.grad(energy))(x64))
+        for v in rng.normal(size=(4, *x.shape)):
+            v64 = jnp.asarray(v, jnp.float64)
+            fd = (energy(x64 + 1e-6 * v64) - energy(x64 - 1e-6 * v64)) / 2e-6
+            np.testing.assert_allclose(float(fd), np.sum(grad * v), rtol=1e-6, atol=1e-6)
+
+
+def test_prior_energy_is_rotation_and_translation_invariant():
+    rng = np.random.default_rng(5)
+    terms, params = _random_prior(rng)
+    prior = Prior(terms, params)
+    x = np.cumsum(rng.normal(0.0, 0.25, (6, 3)), axis=0).astype(np.float32)
+    p = prior.init(jax.random.key(0), jnp.asarray(x))
+    rotation = _random_rotations(rng, 1)[0]
+    moved = (x @ rotation.T + rng.normal(size=3)).astype(np.float32)
+    energy = jax.jit(prior.energy)
+    np.testing.assert_allclose(energy(p, jnp.asarray(moved)), energy(p, jnp.asarray(x)), rtol=2e-4)
+    assert energy(p, jnp.asarray(x)).dtype == jnp.float32
