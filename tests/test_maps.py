@@ -253,3 +253,16 @@ def test_apply_map_is_differentiable_in_the_map(x64):
     jax.test_util.check_grads(loss, (force,), order=2, modes=["rev"])
     jitted = jax.jit(lambda m: apply_map(m, forces, forces)[1])(LinearMap(config, force))
     assert jitted.shape == (4, 2, 3)
+
+
+def test_float32_moment_is_close_and_bad_precision_is_rejected():
+    forces, config, pairs = random_problem(7, n_frames=3000)
+    exact = force_second_moment(forces.astype(np.float32), precision="float64").total
+    fast = force_second_moment(forces.astype(np.float32), precision="float32").total
+    assert np.abs(fast - exact).max() <= 1e-6 * np.abs(exact).max()
+    assert not np.array_equal(fast, exact)  # really a different code path
+    g64 = np.asarray(optimal_linear_map(forces.astype(np.float32), config, pairs).force)
+    g32 = np.asarray(optimal_linear_map(forces.astype(np.float32), config, pairs, precision="float32").force)
+    np.testing.assert_allclose(g32, g64, atol=1e-4)
+    with pytest.raises(ValueError, match="precision must be one of"):
+        force_second_moment(forces, precision="bfloat16")

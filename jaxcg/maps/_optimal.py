@@ -16,6 +16,7 @@ null space of A, and a least-squares solve takes over where it is not.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Iterable
 
 import jax
@@ -51,19 +52,36 @@ class ForceMoment:
         return self.total / self.weight
 
 
-@jax.jit
-def _chunk_moment(forces: jax.Array, weights: jax.Array, members: jax.Array) -> jax.Array:
-    """Σ_t w_t Σ_d F'_td F'_tdᵀ for one chunk in float64, F' = Cᵀ F the group-summed forces.
+_PRECISIONS = ("float64", "float32")
+_BLOCK_ROWS = 1024
+
+
+@functools.partial(jax.jit, static_argnames="precision")
+def _chunk_moment(
+    forces: jax.Array, weights: jax.Array, members: jax.Array, precision: str = "float64"
+) -> jax.Array:
+    """Σ_t w_t Σ_d F'_td F'_tdᵀ for one chunk, F' = Cᵀ F the group-summed forces; float64 result.
 
     ``members`` (m, s) lists each group's atoms, padded with the index n of an appended zero
     atom, so the group sums are a gather and an add instead of a dense product with C.
+    precision "float64": products and sums in float64. "float32": products in float32 over blocks
+    of 1024 rows, blocks summed in float64 (relative error ~1e-7 of the largest entry).
     """
     t = forces.shape[0]
     padded = jnp.concatenate([forces, jnp.zeros((t, 1, 3), forces.dtype)], axis=1)
-    # group sums of at most a handful of atoms, in the data's precision, then float64 products
-    summed = jnp.sum(padded[:, members], axis=2).astype(jnp.float64)  # (t, m, 3)
-    weighted = summed * weights.astype(jnp.float64)[:, None, None]
-    return jnp.einsum("tmd,tkd->mk", weighted, summed)
+    summed = jnp.sum(padded[:, members], axis=2)  # (t, m, 3): sums of a handful of atoms
+    rows = jnp.swapaxes(summed, 1, 2).reshape(3 * t, -1)  # (3t, m)
+    row_weights = jnp.repeat(weights, 3)[:, None]
+    if precision == "float64":
+        rows = rows.astype(jnp.float64)
+        return (rows * row_weights.astype(jnp.float64)).T @ rows
+    rows = rows.astype(jnp.float32)
+    n_blocks = -(-rows.shape[0] // _BLOCK_ROWS)
+    pad = n_blocks * _BLOCK_ROWS - rows.shape[0]
+    blocks = jnp.pad(rows, ((0, pad), (0, 0))).reshape(n_blocks, _BLOCK_ROWS, -1)
+    block_weights = jnp.pad(row_weights.astype(jnp.float32), ((0, pad), (0, 0))).reshape(n_blocks, _BLOCK_ROWS, 1)
+    partial = jnp.einsum("bti,btj->bij", blocks * block_weights, blocks)
+    return jnp.sum(partial.astype(jnp.float64), axis=0)
 
 
 def _group_members(expansion: np.ndarray) -> np.ndarray:
@@ -100,7 +118,10 @@ def _iter_force_chunks(source: ForceSource, chunk_size: int):
 
 
 def force_second_moment(
-    source: ForceSource, expansion: np.ndarray | None = None, chunk_size: int = 8192
+    source: ForceSource,
+    expansion: np.ndarray | None = None,
+    chunk_size: int = 8192,
+    precision: str = "float64",
 ) -> ForceMoment:
     """Accumulate E[F Fᵀ] (or E[(Cᵀ F)(Cᵀ F)ᵀ]) over frames without holding the trajectory whole.
 
@@ -112,10 +133,15 @@ def force_second_moment(
         (``jaxcg.constraints.expansion_matrix``): the moment of the group-summed forces, m × m,
         which is all the optimal map needs and m²/n² of the work.
       chunk_size: frames per device call for in-memory sources.
+      precision: "float64" (default; exact products of the given forces) or "float32" (float32
+        products over blocks of 1024 rows, accumulated in float64: about 2× faster on CPUs,
+        relative error ~1e-7 of the largest entry).
 
     Returns:
-      ForceMoment, accumulated in float64 (each chunk's product is float64 too).
+      ForceMoment, accumulated in float64.
     """
+    if precision not in _PRECISIONS:
+        raise ValueError(f"precision must be one of {_PRECISIONS}, got {precision!r}")
     total, weight, n_frames, n_atoms = None, 0.0, 0, None
     with jax.enable_x64(True):
         for forces, weights in _iter_force_chunks(source, chunk_size):
@@ -135,7 +161,7 @@ def force_second_moment(
                     f"force chunk has {forces.shape[1]} atoms but earlier chunks had {n_atoms}"
                 )
             w = np.ones(forces.shape[0]) if weights is None else np.asarray(weights, np.float64)
-            chunk = _chunk_moment(jnp.asarray(forces), jnp.asarray(w), members)
+            chunk = _chunk_moment(jnp.asarray(forces), jnp.asarray(w), members, precision)
             if not bool(jnp.isfinite(jnp.trace(chunk))):
                 raise ValueError(f"forces chunk starting at frame {n_frames} holds NaN or inf")
             total = chunk if total is None else total + chunk
@@ -231,6 +257,7 @@ def optimal_linear_map(
     constraints: np.ndarray | None = None,
     l2: float = 0.0,
     chunk_size: int = 8192,
+    precision: str = "float64",
 ) -> LinearMap:
     """The valid force map with the smallest mean squared mapped force E‖G F‖².
 
@@ -243,6 +270,8 @@ def optimal_linear_map(
       l2: ridge penalty on the expanded coefficients, (kJ/mol/nm)² (see
         ``solve_optimal_force_map``).
       chunk_size: frames per accumulation step.
+      precision: of the force moment, "float64" (default) or "float32" (faster; see
+        ``force_second_moment``). The KKT solve is float64 either way.
 
     Returns:
       LinearMap(config=M, force=G), G in the default float dtype.
@@ -254,7 +283,7 @@ def optimal_linear_map(
     if isinstance(source, AtomisticData | np.ndarray | jax.Array) and _n_atoms(source) != n_atoms:
         raise ValueError(f"forces have {_n_atoms(source)} atoms but config_map has {n_atoms}")
     expand = expansion_matrix(constraints, n_atoms)
-    moment = force_second_moment(source, expansion=expand, chunk_size=chunk_size)
+    moment = force_second_moment(source, expansion=expand, chunk_size=chunk_size, precision=precision)
     force = solve_optimal_force_map(moment.mean, config, constraints, l2, reduced=True)
     dtype = jnp.result_type(float)
     return LinearMap(config=jnp.asarray(config, dtype=dtype), force=jnp.asarray(force, dtype=dtype))
