@@ -24,6 +24,7 @@ import optax
 from jaxcg.data import AtomisticData
 from jaxcg.maps import MapParametrization, force_matrix, parametrized_map
 from jaxcg.maps._linear_map import LinearMap
+from jaxcg.maps._optax_loop import minibatch_optimise
 from jaxcg.models import force_fn
 
 EnergyFn = Callable[[Any, jax.Array], jax.Array]
@@ -109,28 +110,12 @@ def fit_joint(
     positions = jnp.asarray(data.positions, jnp.float32)
     forces = jnp.asarray(data.forces, jnp.float32)
 
-    @jax.jit
-    def step(carry, step_key):
-        p, opt_state = carry
-        index = jax.random.randint(step_key, (batch_size,), 0, positions.shape[0])
-        loss, grad = jax.value_and_grad(
-            lambda q: joint_residual(energy, parametrization, q, positions[index], forces[index])
-        )(p)
-        with jax.numpy_dtype_promotion("standard"):
-            updates, opt_state = optimizer.update(grad, opt_state, p)
-        return (optax.apply_updates(p, updates), opt_state), loss
+    def loss_fn(p: JointParams, index: jax.Array) -> jax.Array:
+        return joint_residual(energy, parametrization, p, positions[index], forces[index])
 
-    opt_state = optimizer.init(params)
-    keys = jax.random.split(key, steps)
-    losses = []
-    for start in range(0, steps, 100):
-        (params, opt_state), chunk = jax.lax.scan(step, (params, opt_state), keys[start : start + 100])
-        losses.append(np.asarray(chunk))
-        if not np.all(np.isfinite(losses[-1])):
-            raise FloatingPointError(f"fit_joint: non-finite loss between steps {start} and {start + 100}")
-        if callback is not None:
-            callback(min(start + 100, steps), float(losses[-1][-1]))
-    return params, np.concatenate(losses)
+    return minibatch_optimise(
+        loss_fn, params, optimizer, positions.shape[0], batch_size, steps, key, callback, "fit_joint"
+    )
 
 
 def joint_map(parametrization: MapParametrization, params: JointParams) -> LinearMap:

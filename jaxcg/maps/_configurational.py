@@ -30,6 +30,7 @@ import numpy as np
 import optax
 
 from jaxcg.data import AtomisticData
+from jaxcg.maps._optax_loop import minibatch_optimise
 from jaxcg.maps._parametrized import MapParametrization, force_matrix
 
 MLPParams = list[tuple[jax.Array, jax.Array]]
@@ -142,33 +143,19 @@ def fit_configurational_map(
     forces = jnp.asarray(data.forces, parametrization.basis.dtype)
     kT = data.kT
 
-    def loss_fn(p: MLPParams, batch_positions: jax.Array, batch_forces: jax.Array) -> jax.Array:
+    def loss_fn(p: MLPParams, index: jax.Array) -> jax.Array:
         def one(r, f):
             coefficients = lambda x: configurational_coefficients(parametrization, p, x)  # noqa: E731
             mapped = configurational_mapped_forces(coefficients, r, f, kT)
             theta = coefficients(r) - parametrization.base
             return jnp.sum(mapped**2) + l2 * jnp.sum(theta**2)
 
-        return jnp.mean(jax.vmap(one)(batch_positions, batch_forces))
+        return jnp.mean(jax.vmap(one)(positions[index], forces[index]))
 
-    @jax.jit
-    def step(carry, step_key):
-        p, opt_state = carry
-        index = jax.random.randint(step_key, (batch_size,), 0, positions.shape[0])
-        loss, grad = jax.value_and_grad(loss_fn)(p, positions[index], forces[index])
-        with jax.numpy_dtype_promotion("standard"):
-            updates, opt_state = optimizer.update(grad, opt_state, p)
-        return (optax.apply_updates(p, updates), opt_state), loss
-
-    opt_state = optimizer.init(params)
-    keys = jax.random.split(key, steps)
-    losses = []
-    for start in range(0, steps, 100):
-        (params, opt_state), chunk = jax.lax.scan(step, (params, opt_state), keys[start : start + 100])
-        losses.append(np.asarray(chunk))
-        if callback is not None:
-            callback(min(start + 100, steps), float(losses[-1][-1]))
-    return params, np.concatenate(losses)
+    return minibatch_optimise(
+        loss_fn, params, optimizer, positions.shape[0], batch_size, steps, key, callback,
+        "fit_configurational_map",
+    )
 
 
 def mean_squared_configurational_force(

@@ -23,6 +23,7 @@ from jaxcg.constraints import expansion_matrix
 from jaxcg.data import AtomisticData
 from jaxcg.maps._builders import basic_aggregation_map
 from jaxcg.maps._linear_map import LinearMap
+from jaxcg.maps._optax_loop import minibatch_optimise
 
 
 @jax.tree_util.register_dataclass
@@ -165,26 +166,12 @@ def fit_force_map(
     # normalise by the base map's noise so the learning rate does not depend on force units
     scale = jnp.mean(jnp.sum(jnp.einsum("in,tnd->tid", parametrization.base, forces[:1024]) ** 2, axis=(1, 2)))
 
-    def loss_fn(th: jax.Array, batch: jax.Array) -> jax.Array:
-        mapped = jnp.einsum("in,tnd->tid", force_matrix(parametrization, th), batch)
+    def loss_fn(th: jax.Array, index: jax.Array) -> jax.Array:
+        mapped = jnp.einsum("in,tnd->tid", force_matrix(parametrization, th), forces[index])
         return jnp.mean(jnp.sum(mapped**2, axis=(1, 2))) / scale
 
-    @jax.jit
-    def step(carry, step_key):
-        th, opt_state = carry
-        batch = forces[jax.random.randint(step_key, (batch_size,), 0, forces.shape[0])]
-        loss, grad = jax.value_and_grad(loss_fn)(th, batch)
-        with jax.numpy_dtype_promotion("standard"):  # optax mixes float and int32 step counts
-            updates, opt_state = optimizer.update(grad, opt_state, th)
-        return (optax.apply_updates(th, updates), opt_state), loss
-
-    opt_state = optimizer.init(theta)
-    losses = []
-    keys = jax.random.split(key, steps)
-    chunk = 100
-    for start in range(0, steps, chunk):
-        (theta, opt_state), chunk_losses = jax.lax.scan(step, (theta, opt_state), keys[start : start + chunk])
-        losses.append(np.asarray(chunk_losses) * float(scale))
-        if callback is not None:
-            callback(min(start + chunk, steps), float(losses[-1][-1]))
-    return parametrized_map(parametrization, theta), theta, np.concatenate(losses)
+    report = None if callback is None else (lambda step, loss: callback(step, loss * float(scale)))
+    theta, losses = minibatch_optimise(
+        loss_fn, theta, optimizer, forces.shape[0], batch_size, steps, key, report, "fit_force_map"
+    )
+    return parametrized_map(parametrization, theta), theta, losses * float(scale)
