@@ -30,7 +30,12 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[100, 300, 1000, 3000, 10000, 20000])
     parser.add_argument("--steps", type=int, default=20000, help="Adam steps per potential")
     parser.add_argument("--out", default=str(HERE / "results" / "paper_water_dimer"))
+    parser.add_argument("--replot", action="store_true", help="only redraw the figure from the JSON")
     args = parser.parse_args()
+    if args.replot:
+        out = Path(args.out)
+        figure(json.loads(out.with_suffix(".json").read_text()), out)
+        return
 
     from jaxcg.experiments.water_dimer import MAP_NAMES, reference_pmf, run_water_dimer
     from jaxcg.reference import bundled_dataset
@@ -70,18 +75,25 @@ def figure(results: dict, out: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), dpi=110, layout="constrained", sharey=True)
     styles = {"slice": ("o:", "tab:red"), "basic": ("s--", "tab:blue"), "optimal": ("^-", "tab:green")}
     for ax, (system, entry) in zip(axes, results["systems"].items(), strict=True):
-        for name, values in entry["pmf_rmse_kJ_per_mol"].items():
+        curves = entry["pmf_rmse_kJ_per_mol"]
+        for name, values in curves.items():
             values = np.asarray(values)
+            twin = next((other for other in curves if other != name and np.array_equal(curves[other], values)), None)
+            if twin is not None and list(curves).index(twin) < list(curves).index(name):
+                continue  # identical maps (no constraint groups to merge): drawn once
+            label = f"{name} map" if twin is None else f"{name} = {twin} map"
             style, color = styles[name]
-            mean, std = values.mean(axis=1), values.std(axis=1)
-            ax.errorbar(sizes, mean, yerr=std, fmt=style, color=color, capsize=3, label=f"{name} map")
+            median = np.median(values, axis=1)
+            low, high = np.percentile(values, 25, axis=1), np.percentile(values, 75, axis=1)
+            ax.errorbar(sizes, median, yerr=[median - low, high - median], fmt=style, color=color,
+                        capsize=3, label=label)
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("training frames")
-        ax.set_title(system.replace("_", " "))
+        ax.set_title(f"{system.replace('_', ' ')} (median, quartiles over {results['seeds']} seeds)")
         ax.grid(alpha=0.3, which="both")
+        ax.legend()
     axes[0].set_ylabel("PMF RMSE (0.25–0.8 nm) / kJ/mol")
-    axes[0].legend()
     _save(fig, out, 110)
 
 
