@@ -14,11 +14,13 @@ import pytest  # noqa: E402
 jax.config.update("jax_numpy_dtype_promotion", "strict")
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+PACKAGE_DATA = Path(__file__).resolve().parents[1] / "jaxcg" / "data"
 
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """The folder of starting structures shared by every checkout (../shared/data)."""
-    if not SHARED_DATA.exists():
-        pytest.fail(f"shared data folder {SHARED_DATA} is missing")
-    return SHARED_DATA
+    """Starting structures: ../shared/data beside the checkout, else the copies jaxcg ships."""
+    for folder in (SHARED_DATA, PACKAGE_DATA):
+        if (folder / "cln025.pdb").exists() and (folder / "alanine-dipeptide.pdb").exists():
+            return folder
+    pytest.fail(f"neither {SHARED_DATA} nor {PACKAGE_DATA} holds cln025.pdb and alanine-dipeptide.pdb")

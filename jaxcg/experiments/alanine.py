@@ -1,0 +1,293 @@
+"""Alanine dipeptide end to end: all-atom OpenMM data → five backbone beads → slice, basic and
+optimal force maps → prior + SchNet trained on delta forces → CG Langevin → Ramachandran FES.
+
+The CG beads are the five backbone heavy atoms that define φ and ψ, C(ACE) N CA C N(NME), so
+φ = dihedral(beads 0-3) and ψ = dihedral(beads 1-4) are measured on the CG trajectory exactly as
+on the all-atom one. The bundled data constrain every bond to hydrogen (HBonds), so the slice map
+is invalid (N–H and CA–HA constraint forces are missing from the sliced forces); basic
+aggregation sums each bead's constraint group; the optimal map is the valid map of least noise.
+
+Hold-out force residual. Every model is scored on the same held-out frames against the same
+target, the *optimal* map's forces f_opt. For any valid map the mapped force is the mean force
+plus noise, f = −∇W(x) + ε with E[ε | x] = 0, so E‖f_opt − F_model‖² = E‖ε_opt‖² + E‖∇W + F_model‖²:
+a constant (the optimal map's noise) plus the model's PMF error. Scoring each map's model
+against its *own* forces would add that map's own noise instead, and the residuals of different
+maps would not be comparable. With the common target the differences between maps are differences
+in PMF error, which is what the data-efficiency factor compares.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxcg.analysis import FreeEnergy2D, compare_2d, dihedrals, fes_2d
+from jaxcg.data import AtomisticData, CGData
+from jaxcg.maps import (
+    LinearMap,
+    basic_aggregation_map,
+    check_map,
+    map_dataset,
+    mean_squared_mapped_force,
+    optimal_linear_map,
+    slice_map,
+)
+from jaxcg.models import PriorPlusNet, SchNet
+from jaxcg.priors import fit_prior
+from jaxcg.train import TrainConfig, delta_forces, fit
+
+#: The five backbone heavy atoms that carry φ and ψ, in chain order.
+BACKBONE = "(resname ACE and name C) or (resname ALA and (name N or name CA or name C)) or (resname NME and name N)"
+MAP_NAMES = ("slice", "basic", "optimal")
+#: φ = beads 0-1-2-3, ψ = beads 1-2-3-4 of the backbone CG model.
+PHI_PSI = np.array([[0, 1, 2, 3], [1, 2, 3, 4]])
+#: Default training: fixed epochs, no early stopping (so every size gets the same budget).
+DEFAULT_TRAIN = TrainConfig(epochs=30, batch_size=64, patience=None)
+#: 36 × 36 bins of 10° over (−π, π].
+FES_EDGES = np.linspace(-np.pi, np.pi, 37)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """Size of the SchNet on top of the prior (cutoff in nm)."""
+
+    n_features: int = 64
+    n_interactions: int = 2
+    n_rbf: int = 24
+    cutoff: float = 1.0
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainedModel:
+    """A prior + SchNet model and its parameters ``{"prior": ..., "net": ...}``."""
+
+    model: PriorPlusNet
+    params: dict
+    n_train: int
+    seconds: float
+
+
+def backbone_maps(data: AtomisticData, train: AtomisticData) -> dict[str, LinearMap]:
+    """Slice, basic and optimal maps to the five backbone beads (optimal fitted on ``train``)."""
+    atoms = slice_map(data.topology, BACKBONE)
+    if atoms.n_beads != 5:
+        raise ValueError(f"data: the backbone selection found {atoms.n_beads} atoms, expected 5 (C N CA C N)")
+    return {
+        "slice": atoms,
+        "basic": basic_aggregation_map(atoms, data.constraints),
+        "optimal": optimal_linear_map(train, atoms, data.constraints),
+    }
+
+
+def map_table(maps: dict[str, LinearMap], data: AtomisticData, test: AtomisticData) -> list[dict]:
+    """Validity and mean squared mapped force E‖f‖² per bead on ``test`` ((kJ/mol/nm)²) of each
+    map: the mean-force part is the same for every valid map, so differences are noise."""
+    rows = []
+    for name, linear_map in maps.items():
+        report = check_map(linear_map, data.constraints, raise_on_error=False)
+        noise = float(mean_squared_mapped_force(linear_map, test.forces)) / linear_map.n_beads
+        rows.append({"map": name, "valid": bool(report.valid), "mean_sq_force_per_bead": noise})
+    for row in rows:
+        row["ratio_to_slice"] = row["mean_sq_force_per_bead"] / rows[0]["mean_sq_force_per_bead"]
+    return rows
+
+
+def cg_datasets(data: AtomisticData, maps: dict[str, LinearMap]) -> dict[str, CGData]:
+    """Every frame of ``data`` mapped by each map; one bead type per bead (5 types)."""
+    types = np.arange(5, dtype=np.int32)
+    return {name: map_dataset(data, m, bead_types=types) for name, m in maps.items()}
+
+
+def train_model(
+    cg: CGData, config: TrainConfig, spec: ModelSpec = ModelSpec(), seed: int = 0
+) -> TrainedModel:
+    """Fit a Boltzmann-inversion prior to ``cg`` and a SchNet to the delta forces (forces minus
+    prior forces) by force matching; returns the combined model U = U_prior + U_net (kJ/mol)."""
+    import time
+
+    start = time.perf_counter()
+    prior = fit_prior(cg)
+    net = SchNet(cg.bead_types, n_features=spec.n_features, n_interactions=spec.n_interactions,
+                 n_rbf=spec.n_rbf, cutoff=spec.cutoff)
+    x = np.asarray(cg.positions, np.float32)
+    targets = delta_forces(prior.energy, prior.params, x, np.asarray(cg.forces, np.float32))
+    params = net.init(jax.random.PRNGKey(seed), jnp.asarray(x[0]))
+    result = fit(net.energy, params, x, targets, config)
+    return TrainedModel(PriorPlusNet(prior, net), {"prior": prior.params, "net": result.params},
+                        cg.n_frames, time.perf_counter() - start)
+
+
+def holdout_residual(trained: TrainedModel, positions: np.ndarray, target: np.ndarray, chunk: int = 2048) -> float:
+    """E_t Σ_i ‖target_ti − F_ti‖² / N, (kJ/mol/nm)² per bead, F = −∇U of the model.
+
+    positions, target: (T, N, 3) nm and kJ/mol/nm (the optimal map's forces on held-out frames).
+    """
+    grad = jax.jit(jax.vmap(jax.grad(trained.model.energy, argnums=1), in_axes=(None, 0)))
+    total = 0.0
+    for s in range(0, len(positions), chunk):
+        model_forces = -np.asarray(grad(trained.params, jnp.asarray(positions[s : s + chunk], jnp.float32)))
+        total += float(np.sum((np.asarray(target[s : s + chunk], np.float64) - model_forces) ** 2))
+    return total / (positions.shape[0] * positions.shape[1])
+
+
+def size_to_reach(sizes: np.ndarray, residuals: np.ndarray, level: float) -> float:
+    """Training-set size at which the ``residuals`` curve first falls to ``level``, by linear
+    interpolation in log(size); NaN if it never does within ``sizes`` (inf-safe), the first
+    size if it is already below."""
+    sizes, residuals = np.asarray(sizes, float), np.asarray(residuals, float)
+    if residuals[0] <= level:
+        return float(sizes[0])
+    for k in range(1, len(sizes)):
+        if residuals[k] <= level:
+            a, b = residuals[k - 1], residuals[k]
+            t = (a - level) / (a - b)
+            return float(np.exp(np.log(sizes[k - 1]) + t * (np.log(sizes[k]) - np.log(sizes[k - 1]))))
+    return float("nan")
+
+
+def data_efficiency(sizes: np.ndarray, basic: np.ndarray, optimal: np.ndarray) -> list[dict]:
+    """For each training size n: the size basic needs to reach optimal's residual at n, and the
+    factor n_basic / n (NaN where basic never gets there within ``sizes``)."""
+    rows = []
+    for n, level in zip(sizes, optimal, strict=True):
+        needed = size_to_reach(sizes, basic, level)
+        rows.append({"n_optimal": int(n), "optimal_residual": float(level), "n_basic": needed,
+                     "factor": needed / float(n)})
+    return rows
+
+
+def simulate(
+    trained: TrainedModel,
+    cg: CGData,
+    n_replicas: int,
+    n_steps: int,
+    key: jax.Array,
+    dt: float = 0.002,
+    friction: float = 1.0,
+    save_every: int = 50,
+    steps_per_chunk: int = 5000,
+) -> np.ndarray:
+    """Langevin dynamics of ``n_replicas`` replicas started from frames of ``cg``; returns the
+    saved frames (F, N, 3) nm of all replicas pooled (frames after a replica was stopped dropped).
+    dt: ps; friction: 1/ps; temperature and bead masses from ``cg``."""
+    from jaxcg.simulate import initial_positions, langevin
+
+    steps_per_chunk = min(steps_per_chunk, max(save_every, n_steps))
+    steps_per_chunk -= steps_per_chunk % save_every
+    sim = langevin(lambda x: trained.model.energy(trained.params, x), cg.masses, cg.temperature, dt,
+                   friction, steps_per_chunk, save_every)
+    k_start, k_init = jax.random.split(key)
+    state = sim.init(k_init, jnp.asarray(initial_positions(cg, n_replicas, k_start)))
+    frames, steps = [], []
+    for _ in range(-(-n_steps // steps_per_chunk)):
+        first = int(state.step)
+        state, record = sim.run_chunk(state)
+        frames.append(np.asarray(record.positions))
+        steps.append(first + save_every * np.arange(1, frames[-1].shape[0] + 1))
+    positions, steps = np.concatenate(frames), np.concatenate(steps)  # (F, R, N, 3), (F,)
+    stopped_at = np.asarray(state.stopped_at)
+    keep = (stopped_at[None, :] < 0) | (steps[:, None] < stopped_at[None, :])
+    return positions.transpose(1, 0, 2, 3)[keep.T]
+
+
+def ramachandran(positions: np.ndarray, kT: float, edges: np.ndarray = FES_EDGES) -> FreeEnergy2D:
+    """φ/ψ free-energy surface (kJ/mol) of backbone-bead frames (T, 5, 3) nm."""
+    angles = dihedrals(positions, PHI_PSI)
+    return fes_2d(angles[:, 0], angles[:, 1], edges, edges, kT)
+
+
+def reference_ramachandran(data: AtomisticData, edges: np.ndarray = FES_EDGES) -> FreeEnergy2D:
+    """The all-atom φ/ψ surface of every frame of ``data`` (kJ/mol)."""
+    atoms = data.topology.select(BACKBONE)
+    return ramachandran(data.positions[:, atoms], data.kT, edges)
+
+
+def run_alanine(
+    data: AtomisticData,
+    sizes: tuple[int, ...] = (500, 2000, 8000),
+    config: TrainConfig = DEFAULT_TRAIN,
+    spec: ModelSpec = ModelSpec(),
+    test_fraction: float = 0.2,
+    n_replicas: int = 16,
+    n_steps: int = 20000,
+    seed: int = 0,
+    maps: tuple[str, ...] = MAP_NAMES,
+    progress=None,
+) -> dict:
+    """The whole experiment; returns plain data (JSON-able except ``surfaces`` and ``models``).
+
+    The last ``test_fraction`` of the trajectory is held out (contiguous, so correlated frames do
+    not leak). The optimal map is fitted on the training part. For each map and each size n the
+    model is trained on n frames drawn at random (seeded, nested: smaller sets are subsets of
+    larger ones) from the training part, and scored on the held-out frames against the optimal
+    map's forces (see the module docstring). The model of the largest size of each map is
+    simulated (``n_replicas`` × ``n_steps`` steps of 2 fs, started from its training frames) and
+    its Ramachandran surface compared with the all-atom one over all frames.
+    """
+    say = progress or (lambda *_: None)
+    n_test = int(round(data.n_frames * test_fraction))
+    train_part = np.arange(data.n_frames - n_test)
+    test_part = np.arange(data.n_frames - n_test, data.n_frames)
+    if max(sizes) > len(train_part):
+        raise ValueError(f"sizes: largest {max(sizes)} exceeds the {len(train_part)} training frames")
+    all_maps = backbone_maps(data, data.subset(train_part))
+    table = map_table(all_maps, data, data.subset(test_part))
+    chosen = {k: v for k, v in all_maps.items() if k in maps}
+    cgs = cg_datasets(data, chosen | {"optimal": all_maps["optimal"]})
+    test_x = cgs["optimal"].positions[test_part]
+    target = cgs["optimal"].forces[test_part]
+    order = np.random.default_rng(seed).permutation(train_part)
+    reference = reference_ramachandran(data)
+    residuals: dict[str, list[float]] = {}
+    fes: dict[str, dict] = {}
+    surfaces: dict[str, FreeEnergy2D] = {"all-atom": reference}
+    models: dict[str, TrainedModel] = {}
+    for name in chosen:
+        residuals[name] = []
+        for n in sizes:
+            frames = np.sort(order[:n])
+            trained = train_model(cgs[name].subset(frames), config, spec, seed)
+            residuals[name].append(holdout_residual(trained, test_x, target))
+            say(f"{name} n={n}: residual {residuals[name][-1]:.1f} ({trained.seconds:.0f} s)")
+        models[name] = trained
+        if n_steps > 0:
+            cg_train = cgs[name].subset(np.sort(order[: max(sizes)]))
+            x = simulate(trained, cg_train, n_replicas, n_steps, jax.random.PRNGKey(seed))
+            surface = ramachandran(x, data.kT)
+            surfaces[f"{name} CG"] = surface
+            metrics = compare_2d(reference, surface)
+            fes[name] = {**metrics, "n_frames": int(len(x))}
+            say(f"{name} CG: KL {metrics['kl']:.3f}, MSE {metrics['mse_kJ2_per_mol2']:.2f}")
+    efficiency = (
+        data_efficiency(np.asarray(sizes), np.asarray(residuals["basic"]), np.asarray(residuals["optimal"]))
+        if {"basic", "optimal"} <= set(residuals) else []
+    )
+    return {
+        "n_frames": data.n_frames,
+        "n_test": n_test,
+        "sizes": [int(n) for n in sizes],
+        "maps": table,
+        "residuals": residuals,
+        "data_efficiency": efficiency,
+        "fes": fes,
+        "surfaces": surfaces,
+        "models": models,
+    }
+
+
+def plot_residuals(result: dict, path, dpi: int = 90) -> list:
+    """Hold-out residual vs training-set size (log x) per map; writes PNG and SVG."""
+    from jaxcg.analysis import _pyplot, _save
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(4.5, 3.4), dpi=dpi, layout="constrained")
+    for name, values in result["residuals"].items():
+        ax.plot(result["sizes"], values, "o-", label=name)
+    ax.set_xscale("log")
+    ax.set_xlabel("training frames")
+    ax.set_ylabel("hold-out residual vs f_opt / (kJ/mol/nm)²")
+    ax.legend(fontsize=8)
+    return _save(fig, path, dpi)

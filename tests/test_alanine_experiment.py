@@ -1,0 +1,90 @@
+"""A tiny end-to-end run of the alanine-dipeptide experiment (few hundred frames, 1 epoch)."""
+
+import jax
+import numpy as np
+import pytest
+
+from jaxcg.analysis import compare_2d, plot_fes
+from jaxcg.experiments.alanine import (
+    BACKBONE,
+    ModelSpec,
+    backbone_maps,
+    cg_datasets,
+    data_efficiency,
+    holdout_residual,
+    map_table,
+    plot_residuals,
+    ramachandran,
+    reference_ramachandran,
+    simulate,
+    size_to_reach,
+    train_model,
+)
+from jaxcg.reference import bundled_dataset
+from jaxcg.train import TrainConfig
+
+
+@pytest.fixture(scope="module")
+def data():
+    return bundled_dataset("alanine_dipeptide_vacuum").subset(slice(0, 600))
+
+
+@pytest.fixture(scope="module")
+def maps(data):
+    return backbone_maps(data, data.subset(slice(0, 400)))
+
+
+def test_backbone_atoms_and_map_validity(data, maps):
+    names = [data.topology.atom(int(a)).name for a in data.topology.select(BACKBONE)]
+    assert names == ["C", "N", "CA", "C", "N"]
+    rows = {r["map"]: r for r in map_table(maps, data, data.subset(slice(400, 600)))}
+    # N-H and CA-HA are constrained (HBonds): the sliced forces miss the constraint forces.
+    atoms = set(data.topology.select(BACKBONE).tolist())
+    assert any(a in atoms or b in atoms for a, b in data.constraints.tolist())
+    assert not rows["slice"]["valid"]
+    assert rows["basic"]["valid"] and rows["optimal"]["valid"]
+    # Held-out frames: the optimal map is fitted elsewhere, yet beats basic.
+    assert rows["optimal"]["mean_sq_force_per_bead"] <= rows["basic"]["mean_sq_force_per_bead"]
+    assert rows["optimal"]["ratio_to_slice"] < 1.0
+
+
+def test_reference_fes_matches_cg_slice_angles(data, maps):
+    # The slice map keeps the backbone atoms, so its CG φ/ψ equal the all-atom ones exactly.
+    cg = cg_datasets(data, {"slice": maps["slice"]})["slice"]
+    reference = reference_ramachandran(data)
+    mapped = ramachandran(cg.positions, data.kT)
+    assert compare_2d(reference, mapped)["kl"] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_size_to_reach_interpolates_on_log_scale():
+    sizes = np.array([100, 1000, 10000])
+    assert size_to_reach(sizes, np.array([4.0, 2.0, 1.0]), 3.0) == pytest.approx(np.sqrt(10) * 100)
+    assert size_to_reach(sizes, np.array([4.0, 2.0, 1.0]), 5.0) == 100
+    assert np.isnan(size_to_reach(sizes, np.array([4.0, 2.0, 1.0]), 0.5))
+    rows = data_efficiency(sizes, np.array([4.0, 2.0, 1.0]), np.array([2.0, 1.0, 0.5]))
+    assert rows[0]["factor"] == pytest.approx(10.0) and rows[1]["factor"] == pytest.approx(10.0)
+    assert np.isnan(rows[2]["factor"])
+
+
+def test_train_simulate_and_compare(data, maps, tmp_path):
+    cgs = cg_datasets(data, {"optimal": maps["optimal"]})
+    cg = cgs["optimal"]
+    train, test = cg.subset(slice(0, 400)), cg.subset(slice(400, 600))
+    spec = ModelSpec(n_features=16, n_interactions=1, n_rbf=8, cutoff=1.0)
+    trained = train_model(train, TrainConfig(epochs=1, batch_size=64, patience=None), spec)
+    residual = holdout_residual(trained, test.positions, test.forces)
+    # The prior alone already explains most of the mapped force (bond stretching).
+    mean_sq = float(np.mean(np.sum(np.asarray(test.forces, np.float64) ** 2, axis=-1)))
+    assert np.isfinite(residual) and 0 < residual < mean_sq
+
+    x = simulate(trained, train, n_replicas=4, n_steps=200, key=jax.random.PRNGKey(0), save_every=20)
+    assert x.shape[1:] == (5, 3) and 0 < len(x) <= 4 * 10 and np.all(np.isfinite(x))
+    metrics = compare_2d(reference_ramachandran(data), ramachandran(x, data.kT))
+    assert np.isfinite(metrics["kl"]) and metrics["kl"] >= 0
+    assert np.isfinite(metrics["mse_kJ2_per_mol2"]) and metrics["mse_kJ2_per_mol2"] >= 0
+
+    files = plot_fes({"all-atom": reference_ramachandran(data), "optimal CG": ramachandran(x, data.kT)},
+                     tmp_path / "fes", dpi=40)
+    result = {"sizes": [100, 400], "residuals": {"optimal": [2 * residual, residual]}}
+    files += plot_residuals(result, tmp_path / "residuals", dpi=40)
+    assert all(f.exists() and f.stat().st_size > 0 for f in files)
