@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-PDB = HERE.parent / "jaxcg" / "data" / "cln025.pdb"
+PDB = HERE.parent / "jaxcg" / "bundled" / "cln025.pdb"
 TEMPERATURE, DT, FRICTION, SAVE_EVERY = 300.0, 0.002, 1.0, 10  # K, ps, 1/ps, steps
 BOND_K = 2.0e4  # kJ/mol/nm²
 MASS = 110.0  # amu, an average residue

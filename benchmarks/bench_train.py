@@ -43,11 +43,11 @@ def cln025_ca() -> np.ndarray:
     """(10, 3) nm CA coordinates of CLN025."""
     import mdtraj as md
 
-    for path in (HERE.parent.parent / "shared" / "data" / "cln025.pdb", HERE.parent / "jaxcg" / "data" / "cln025.pdb"):
+    for path in (HERE.parent.parent / "shared" / "data" / "cln025.pdb", HERE.parent / "jaxcg" / "bundled" / "cln025.pdb"):
         if path.exists():
             traj = md.load(str(path))
             return traj.xyz[0, traj.topology.select("name CA")].astype(np.float32)
-    raise FileNotFoundError("cln025.pdb not found in ../shared/data or jaxcg/data")
+    raise FileNotFoundError("cln025.pdb not found in ../shared/data or jaxcg/bundled")
 
 
 def synthetic_batches(n_batches: int, batch: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -14,7 +14,7 @@ import pytest  # noqa: E402
 jax.config.update("jax_numpy_dtype_promotion", "strict")
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-PACKAGE_DATA = Path(__file__).resolve().parents[1] / "jaxcg" / "data"
+PACKAGE_DATA = Path(__file__).resolve().parents[1] / "jaxcg" / "bundled"
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""Small reference datasets shipped in ``jaxcg/data`` (loading them needs no OpenMM).
+"""Small reference datasets shipped in ``jaxcg/bundled`` (loading them needs no OpenMM).
 
 | name                       | atoms | frames | interval | constraints          |
 |----------------------------|-------|--------|----------|----------------------|
@@ -8,10 +8,10 @@
 
 All at 300 K, seed 0, Reference platform, OpenMM 8.6.1. Regenerate them exactly with::
 
-    jaxcg reference water_dimer --frames 20000 --seed 0 --out jaxcg/data/water_dimer_flexible.h5
-    jaxcg reference water_dimer --rigid --frames 20000 --seed 0 --out jaxcg/data/water_dimer_rigid.h5
+    jaxcg reference water_dimer --frames 20000 --seed 0 --out jaxcg/bundled/water_dimer_flexible.h5
+    jaxcg reference water_dimer --rigid --frames 20000 --seed 0 --out jaxcg/bundled/water_dimer_rigid.h5
     jaxcg reference alanine_dipeptide --solvent vacuum --frames 20000 --seed 0 \\
-        --out jaxcg/data/alanine_dipeptide_vacuum.h5
+        --out jaxcg/bundled/alanine_dipeptide_vacuum.h5
 
 (defaults: save every 0.5 ps for the water dimer and 1 ps for alanine dipeptide, 300 K,
 10 ps equilibration after minimisation, Langevin friction 1/ps). The same frames come back on
@@ -24,9 +24,9 @@ from pathlib import Path
 
 from jaxcg.data import AtomisticData, load_dataset
 
-_DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+_DATA_DIR = Path(__file__).resolve().parent.parent / "bundled"
 
-#: Names of the bundled datasets and their files in ``jaxcg/data``.
+#: Names of the bundled datasets and their files in ``jaxcg/bundled``.
 BUNDLED: dict[str, str] = {
     "water_dimer_flexible": "water_dimer_flexible.h5",
     "water_dimer_rigid": "water_dimer_rigid.h5",

@@ -25,7 +25,7 @@ WATER_RESTRAINT_R0 = 1.0
 #: Force constant (kJ/mol/nm^2) of the water-dimer restraint beyond ``WATER_RESTRAINT_R0``.
 WATER_RESTRAINT_K = 1000.0
 
-_DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+_DATA_DIR = Path(__file__).resolve().parent.parent / "bundled"
 _SHARED_DATA_DIR = Path(__file__).resolve().parents[3] / "shared" / "data"
 
 
@@ -94,7 +94,7 @@ def _import_openmm() -> tuple[Any, Any, Any]:
 
 
 def input_pdb(filename: str) -> Path:
-    """Path of a bundled input structure (``jaxcg/data/<filename>``, else ``shared/data``)."""
+    """Path of a bundled input structure (``jaxcg/bundled/<filename>``, else ``shared/data``)."""
     for folder in (_DATA_DIR, _SHARED_DATA_DIR):
         path = folder / filename
         if path.exists():
