@@ -1,0 +1,76 @@
+"""CG molecular dynamics of many replicas at once with jax-md.
+
+The pure core follows jax-md: a builder (``langevin``, ``brownian``, ``nve``) returns a
+``Simulator`` of pure functions; ``Simulator.run_chunk(state) -> (state, ChunkRecord)`` advances all
+R replicas by one jitted chunk of steps (``jax.vmap`` over replicas, ``lax.scan`` over steps).
+Errors inside jit are data: a replica whose positions or forces turn NaN/inf, or whose largest
+force exceeds ``force_bound``, is frozen at its last good state and its stop step recorded
+(``state.alive``, ``state.stopped_at``); neighbour-list overflow is carried in
+``ChunkRecord.neighbor_overflow`` and handled on the host by ``run``, which re-allocates the list
+and redoes the chunk, so forces are never computed from a truncated list.
+
+``run`` is the host loop: it writes frames (``TrajectoryWriter``: one DCD of all replicas plus the
+CG topology as PDB), a CSV log per chunk and an npz checkpoint after each chunk from which
+``resume_state`` continues bit for bit.
+
+Units: positions nm, time ps, energies kJ/mol, masses amu (g/mol), friction 1/ps, temperature K;
+with these, momenta are amu nm/ps and kinetic energies kJ/mol.
+
+Example with a ``jaxcg.models`` model (any ``energy(x (N, 3)) -> kJ/mol`` works)::
+
+    energy = functools.partial(model.energy, params)
+    sim = simulate.langevin(energy, data.masses, data.temperature, dt=0.002, friction=1.0,
+                            steps_per_chunk=1000, save_every=100)
+    state = sim.init(key, simulate.initial_positions(data, 512, start_key))
+    with simulate.TrajectoryWriter("out", data.topology, 512) as writer:
+        state, report = simulate.run(sim, state, 100_000, writer=writer,
+                                     log_path="out/log.csv", checkpoint_path="out/state.npz")
+    simulate.save_report("out/report.json", report, sim.save_every)
+
+With a neighbour list (large systems), pass ``neighbor_fn`` (e.g. from ``neighbor_list`` or
+``SchNet.neighbor_list``) and an energy that takes it:
+``energy = lambda x, neighbor: model.energy_neighbors(params, x, neighbor, displacement)``.
+"""
+
+from jaxcg.simulate._files import TrajectoryWriter, load_replicas
+from jaxcg.simulate._integrators import (
+    CHECKPOINT_VERSION,
+    ChunkRecord,
+    SimulationState,
+    Simulator,
+    brownian,
+    initial_positions,
+    langevin,
+    neighbor_list,
+    nve,
+)
+from jaxcg.simulate._run import (
+    RunReport,
+    StoppedReplica,
+    resume_state,
+    run,
+    save_checkpoint,
+    save_report,
+    stopped_replicas,
+)
+
+__all__ = [
+    "CHECKPOINT_VERSION",
+    "ChunkRecord",
+    "RunReport",
+    "SimulationState",
+    "Simulator",
+    "StoppedReplica",
+    "TrajectoryWriter",
+    "brownian",
+    "initial_positions",
+    "langevin",
+    "load_replicas",
+    "neighbor_list",
+    "nve",
+    "resume_state",
+    "run",
+    "save_checkpoint",
+    "save_report",
+    "stopped_replicas",
+]
