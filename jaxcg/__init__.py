@@ -33,6 +33,17 @@ from jaxcg.maps import (
 
 __version__ = "0.1.0"
 
+# Heavier stages load on first use: ``jaxcg.models``, ``jaxcg.train``, ``jaxcg.simulate``, ...
+_SUBMODULES = ("analysis", "experiments", "joint", "models", "priors", "reference", "simulate", "train")
+
+
+def __getattr__(name: str):
+    if name in _SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f"jaxcg.{name}")
+    raise AttributeError(f"module 'jaxcg' has no attribute {name!r}")
+
 __all__ = [
     "AtomisticData",
     "CGData",
