@@ -133,56 +133,17 @@ def _train_load_cg(args: argparse.Namespace):
     return maps.map_dataset(data, linear_map)
 
 
-def _train_model(spec: dict):
-    """(model, net, prior) from the hyperparameters in OUT/model.json."""
-    import numpy as np
-
-    from jaxcg.models import PriorPlusNet, SchNet
-    from jaxcg.priors import Prior, PriorParams, PriorTerms
-
-    net = SchNet(np.asarray(spec["bead_types"]), n_features=spec["features"],
-                 n_interactions=spec["blocks"], n_rbf=spec["rbf"], cutoff=spec["cutoff"],
-                 bonds=np.asarray(spec["bonds"]).reshape(-1, 2), exclusion_hops=spec["exclusion_hops"])
-    if spec["prior"] is None:
-        return net, net, None
-    terms = PriorTerms(**{k: np.asarray(v, np.int64).reshape(-1, w) for (k, v), w in
-                          zip(spec["prior"]["terms"].items(), (2, 3, 4, 2), strict=True)})
-    prior = Prior(terms, PriorParams(**{k: np.asarray(v, np.float32) for k, v in spec["prior"]["params"].items()}))
-    return PriorPlusNet(prior, net), net, prior
-
-
-def _train_load_energy(folder):
-    """energy(x (N, 3) nm) -> kJ/mol of the model trained into ``folder`` (params bound)."""
-    import functools
-    import json
-    from pathlib import Path
-
-    import jax
-    import jax.numpy as jnp
-    import numpy as np
-
-    folder = Path(folder)
-    spec = json.loads((folder / "model.json").read_text())
-    model, _, _ = _train_model(spec)
-    template = model.init(jax.random.key(0), jnp.zeros((len(spec["bead_types"]), 3), jnp.float32))
-    with np.load(folder / "model.npz") as archive:
-        leaves = [jnp.asarray(archive[f"leaf_{i:04d}"]) for i in range(len(archive.files))]
-    params = jax.tree.unflatten(jax.tree.structure(template), leaves)
-    return functools.partial(model.energy, params)
-
-
 def _train_run(args: argparse.Namespace) -> int:
     import dataclasses
-    import json
     from pathlib import Path
 
     import jax
     import jax.numpy as jnp
-    import numpy as np
     from tqdm import tqdm
 
     from jaxcg import train
     from jaxcg.priors import fit_prior
+    from jaxcg.saved_model import build_model, model_spec, save_model
 
     try:
         cg = _train_load_cg(args)
@@ -192,16 +153,8 @@ def _train_run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     prior = None if args.no_prior else fit_prior(cg)
-    spec = {
-        "bead_types": np.asarray(cg.bead_types).tolist(), "bonds": np.asarray(cg.bonds).tolist(),
-        "features": args.features, "blocks": args.blocks, "rbf": args.rbf, "cutoff": args.cutoff,
-        "exclusion_hops": args.exclusion_hops, "temperature": cg.temperature,
-        "prior": None if prior is None else {
-            "terms": {k: np.asarray(v).tolist() for k, v in prior.terms._asdict().items()},
-            "params": {k: np.asarray(v).tolist() for k, v in prior.params._asdict().items()},
-        },
-    }
-    _, net, prior = _train_model(spec)
+    spec = model_spec(cg, prior, args.features, args.blocks, args.rbf, args.cutoff, args.exclusion_hops)
+    _, net, prior = build_model(spec)
     targets = cg.forces
     if prior is not None:
         targets = train.delta_forces(prior.energy, prior.init(None, jnp.zeros((cg.n_beads, 3))), cg.positions, cg.forces)
@@ -227,13 +180,11 @@ def _train_run(args: argparse.Namespace) -> int:
             print(f"jaxcg train: error: {err}", file=sys.stderr)
             return 2
     final = result.params if prior is None else {"prior": prior.params, "net": result.params}
-    leaves = jax.tree.leaves(final)
-    np.savez(out / "model.npz", **{f"leaf_{i:04d}": np.asarray(v) for i, v in enumerate(leaves)})
-    (out / "model.json").write_text(json.dumps({**spec, "train": dataclasses.asdict(config)}))
+    save_model(out, spec, final, extra={"train": dataclasses.asdict(config)})
     (out / "energy.py").write_text(
         '"""Energy of the CG model trained here, for `jaxcg simulate --energy energy.py:energy`."""\n'
-        "from pathlib import Path\n\nfrom jaxcg.cli import _train_load_energy\n\n\n"
-        "def energy():\n    return _train_load_energy(Path(__file__).resolve().parent)\n"
+        "from pathlib import Path\n\nfrom jaxcg.saved_model import load_energy\n\n\n"
+        "def energy():\n    return load_energy(Path(__file__).resolve().parent)\n"
     )
     best = min((row.get("val_loss", row["train_loss"]) for row in result.history), default=float("nan"))
     print(f"wrote {out} ({len(result.history)} epochs, best loss {best:.4g} (kJ/mol/nm)^2)")
