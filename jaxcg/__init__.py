@@ -34,7 +34,9 @@ from jaxcg.maps import (
 __version__ = "0.1.0"
 
 # Heavier stages load on first use: ``jaxcg.models``, ``jaxcg.train``, ``jaxcg.simulate``, ...
-_SUBMODULES = ("analysis", "experiments", "joint", "models", "priors", "reference", "simulate", "train")
+_SUBMODULES = (
+    "analysis", "experiments", "joint", "models", "priors", "reference", "saved_model", "simulate", "train",
+)
 
 
 def __getattr__(name: str):
