@@ -12,6 +12,9 @@ Contestants, all in this process on this machine:
   segment_sum, one RBF expansion shared by the blocks), jitted; with
   ``max_pairs`` = the most pairs within the cutoff in any frame (filters only for those, as
   torchmd-net's radius graph does). ``jaxcg_all_pairs``: the same without ``max_pairs``.
+  ``jaxcg_table``: the same with filters tabulated on a 256-interval grid rebuilt from the
+  weights every step (``SchNet(filter_table=256)``, cubic Hermite); its force and loss-gradient
+  errors against the exact model (same weights) are in the JSON.
 - ``plain_jax``: a straightforward SchNet in jax.numpy (dense N×N pairs with a self mask, one
   filter per ordered pair and block) trained with jit + vmap(grad) and the same Adam.
 - ``torchmd_net``: torchmd-net's ``graph-network`` (TorchMD_GN, 2 layers, 128 channels, 32 gauss
@@ -78,7 +81,7 @@ def time_round(run_step, n_steps: int, batch: int) -> dict[str, float]:
 # ----------------------------------------------------------------------------- JAX
 
 
-def bench_jaxcg(xs, fs, n_devices=1, compact=True):
+def bench_jaxcg(xs, fs, n_devices=1, compact=True, filter_table=None):
     """jaxcg's train step; with ``n_devices`` > 1 the batch is sharded over that many devices
     (data parallelism as in ``jaxcg.train.fit``), parameters replicated. ``compact``: filters
     only for pairs within the cutoff (``max_pairs`` = the most such pairs in any frame, like
@@ -96,7 +99,7 @@ def bench_jaxcg(xs, fs, n_devices=1, compact=True):
     if compact:
         max_pairs = int(model.pair_counts(xs.reshape(-1, *xs.shape[2:])).max())
         model = SchNet(types, n_features=N_FEATURES, n_interactions=N_BLOCKS, n_rbf=N_RBF, cutoff=CUTOFF,
-                       max_pairs=max_pairs)
+                       max_pairs=max_pairs, filter_table=filter_table)
     params = model.init(jax.random.key(0), jnp.asarray(xs[0, 0]))
     optimizer = optax.adam(1e-4)
     state = TrainState(params, _init_optimizer(optimizer, params), jax.random.PRNGKey(0), jnp.zeros((), jnp.int32), params, jnp.zeros(()), jnp.zeros((), jnp.int32))
@@ -113,7 +116,37 @@ def bench_jaxcg(xs, fs, n_devices=1, compact=True):
         holder["state"], metrics = step(holder["state"], batches[i % len(batches)])
         metrics["loss"].block_until_ready()
 
-    return run, {"pairs_evaluated": model.max_pairs or len(model.pair_i)}
+    meta = {"pairs_evaluated": model.max_pairs or len(model.pair_i)}
+    if filter_table is not None:
+        meta.update(filter_table=filter_table, **table_accuracy(model, params, xs[0]))
+    return run, meta
+
+
+def table_accuracy(model, params, x):
+    """Forces and force-matching-loss gradients of the tabulated-filter model against the exact
+    one with the same (initial) weights on one batch x: (B, N, 3) nm."""
+    import jax
+    import jax.numpy as jnp
+
+    from jaxcg.models import SchNet, batched_energy_and_forces
+
+    exact = SchNet(model.bead_types, n_features=N_FEATURES, n_interactions=N_BLOCKS, n_rbf=N_RBF, cutoff=CUTOFF)
+    x = jnp.asarray(x)
+    target = jnp.zeros_like(x)
+
+    def forces(m):
+        return batched_energy_and_forces(m.energy)(params, x)[1]
+
+    def loss_grad(m):
+        return jax.grad(lambda p: jnp.mean((batched_energy_and_forces(m.energy)(p, x)[1] - target) ** 2))(params)
+
+    f_exact, f_table = forces(exact), forces(model)
+    g_exact, g_table = loss_grad(exact), loss_grad(model)
+    diff = sum(float(jnp.sum((a - b) ** 2)) for a, b in zip(jax.tree.leaves(g_exact), jax.tree.leaves(g_table), strict=True))
+    norm = sum(float(jnp.sum(a**2)) for a in jax.tree.leaves(g_exact))
+    return {"relative_rms_force_error": float(jnp.linalg.norm(f_table - f_exact) / jnp.linalg.norm(f_exact)),
+            "relative_loss_gradient_error": (diff / norm) ** 0.5,
+            "filter_max_relative_error": model.filter_table_error(params)}
 
 
 def plain_jax_schnet(key, n_types):
@@ -288,6 +321,8 @@ def main() -> None:
     parser.add_argument("--torch-fallback", action="store_true", help="plain PyTorch SchNet instead of torchmd-net")
     parser.add_argument("--out", default=str(HERE / "results" / "train.json"))
     parser.add_argument("--host-devices", type=int, default=1, help="CPU devices for jaxcg's data-parallel run")
+    parser.add_argument("--filter-table", type=int, default=256,
+                        help="grid intervals of the jaxcg_table contestant (0: skip it)")
     args = parser.parse_args()
     if args.host_devices > 1:
         flag = f"--xla_force_host_platform_device_count={args.host_devices}"
@@ -300,6 +335,7 @@ def main() -> None:
     contestants = {
         "jaxcg": bench_jaxcg(xs, fs),
         "jaxcg_all_pairs": bench_jaxcg(xs, fs, compact=False),
+        **({"jaxcg_table": bench_jaxcg(xs, fs, filter_table=args.filter_table)} if args.filter_table else {}),
         "plain_jax": bench_plain_jax(xs, fs),
     }
     if args.host_devices > 1:

@@ -33,6 +33,12 @@ def test_round_trip_with_prior_gives_the_same_energy(tmp_path):
     for x in cg.positions[:5]:
         assert float(energy(jnp.asarray(x))) == pytest.approx(float(model.energy(params, jnp.asarray(x))), rel=1e-6)
     assert json.loads((tmp_path / "model.json").read_text())["format_version"] == MODEL_FORMAT_VERSION
+    # tabulated filters at load time: the same model to the grid's accuracy
+    tabulated = load_energy(tmp_path, filter_table=256)
+    exact_forces = jax.vmap(jax.grad(energy))(jnp.asarray(cg.positions[:5]))
+    table_forces = jax.vmap(jax.grad(tabulated))(jnp.asarray(cg.positions[:5]))
+    error = float(jnp.linalg.norm(table_forces - exact_forces) / jnp.linalg.norm(exact_forces))
+    assert 0.0 < error < 1e-4, error
 
 
 def test_stored_model_from_before_versioning_still_loads():

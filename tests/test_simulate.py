@@ -312,6 +312,7 @@ def test_cli_simulate_resume_and_analyze(tmp_path):
     common = ["simulate", "--energy", f"{tmp_path / 'energy.py'}:chain", "--start",
               str(tmp_path / "ref.dcd"), "--top", str(tmp_path / "cg.pdb"), "--replicas", "3",
               "--chunk", "100", "--save-every", "10", "--out", str(tmp_path / "sim")]
+    assert main([*common, "--steps", "100", "--filter-table", "64"]) == 2  # chain() takes no filter_table
     assert main([*common, "--steps", "100"]) == 0
     assert main([*common, "--steps", "200", "--resume"]) == 0
     replicas = simulate.load_replicas(tmp_path / "sim")
@@ -344,3 +345,19 @@ def test_benchmark_up_to_4096_replicas_on_gpu(tmp_path):
                          "--skip-torch", "--out", str(tmp_path / "simulate_gpu.json")])
     assert [row["replicas"] for row in result["rows"]] == [1, 512, 4096]
     assert all(row["jaxcg"] > 0 for row in result["rows"])
+
+
+def test_replica_blocks_give_the_same_trajectories():
+    """Stepping replicas in blocks (with a remainder block) changes nothing but speed."""
+    x0 = jnp.asarray(np.stack([np.arange(5) * 0.38, np.zeros(5), np.zeros(5)], 1), jnp.float32)
+    x0 = jnp.broadcast_to(x0, (10, 5, 3))
+    positions = []
+    for block in (None, 4):
+        sim = simulate.langevin(chain_energy, np.full(5, 12.0), TEMPERATURE, 0.002, 1.0, 20, 5,
+                                replica_block=block)
+        state, record = sim.run_chunk(sim.init(jax.random.key(0), x0))
+        positions.append(np.asarray(record.positions))
+    np.testing.assert_allclose(positions[1], positions[0], rtol=0, atol=1e-6)
+    assert np.abs(positions[0][-1] - positions[0][0]).max() > 1e-3  # it moved
+    with pytest.raises(ValueError, match="replica_block must be"):
+        simulate.langevin(chain_energy, np.full(5, 12.0), TEMPERATURE, 0.002, 1.0, 20, 5, replica_block=0)

@@ -161,5 +161,8 @@ def test_cli_train_writes_a_loadable_model(tmp_path):
             "--features", "8", "--rbf", "8", "--blocks", "1", "--batch-size", "32"]
     assert main(args) == 0
     assert len(json.loads((tmp_path / "run" / "metrics.json").read_text())) == 2
-    energy = runpy.run_path(str(tmp_path / "run" / "energy.py"))["energy"]()
+    energy_of = runpy.run_path(str(tmp_path / "run" / "energy.py"))["energy"]
+    energy = energy_of()
     assert np.isfinite(float(jax.jit(energy)(jnp.asarray(x[0]))))
+    tabulated = energy_of(filter_table=256)  # what `jaxcg simulate --filter-table 256` loads
+    assert float(tabulated(jnp.asarray(x[0]))) == pytest.approx(float(energy(jnp.asarray(x[0]))), rel=1e-4, abs=1e-4)

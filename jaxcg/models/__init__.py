@@ -21,7 +21,10 @@ Models:
   ``model.pair_counts(positions)``; params are independent of it). For large systems,
   ``displacement, neighbor_fn = model.neighbor_list(box)`` and
   ``model.energy_neighbors(params, x, nbrs, displacement)`` use a jax-md ``OrderedSparse`` list;
-  check ``nbrs.did_buffer_overflow`` on the host.
+  check ``nbrs.did_buffer_overflow`` on the host. ``filter_table=K`` tabulates the filters on
+  K grid intervals (cubic Hermite, error O(K⁻⁴); ``model.filter_table_error(params)``), rebuilt
+  from the weights on each call, so it trains; for simulation ``model.freeze_filter_table(params)``
+  computes the grid once.
 - ``RBFPairPotential``: Σ_pairs Σ_k c_k φ_k(r) (the water-dimer model).
 - ``PriorPlusNet(prior, net)``: U = U_prior + U_net, params ``{"prior": ..., "net": ...}``.
 - ``jaxcg.priors.Prior`` (from ``jaxcg.priors.fit_prior``) follows the same interface.

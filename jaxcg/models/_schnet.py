@@ -10,6 +10,14 @@ Two pair paths share one network:
 - neighbour list (``SchNet.energy_neighbors``): a jax-md ``OrderedSparse`` list (each pair once,
   padded with N), for large systems. Its capacity is static; ``did_buffer_overflow`` is carried in
   the list as data and must be checked on the host (jax-md's convention).
+
+Filters W_b(r) (RBF expansion → two dense layers → cosine envelope) depend on the distance alone.
+With ``filter_table=K`` they are evaluated on K + 1 grid points in [0, r_c] (values and exact
+derivatives, by forward-mode AD) and interpolated per pair with cubic Hermite splines: C¹ in r,
+error O(h⁴) in W and O(h³) in dW/dr for h = r_c / K, and forces stay the exact gradient of the
+(tabulated) energy. The grid is rebuilt from the parameters on every call, so training through it
+works; it pays when the batch has more pairs than the grid has points. For simulation, where the
+weights are fixed, ``freeze_filter_table`` computes it once.
 """
 
 from __future__ import annotations
@@ -23,6 +31,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxcg.models._rbf import cosine_cutoff, gaussian_centers, gaussian_rbf
+
+FROZEN_TABLE_KEY = "frozen_filter_table"
 
 
 def shifted_softplus(x: jax.Array) -> jax.Array:
@@ -41,8 +51,11 @@ class _Interaction(nnx.Module):
         self.f2out = nnx.Linear(n_features, n_features, **kw)
         self.dense = nnx.Linear(n_features, n_features, **kw)
 
-    def __call__(self, h: jax.Array, rbf: jax.Array, envelope: jax.Array, aggregate) -> jax.Array:
-        w = self.filter_out(shifted_softplus(self.filter_in(rbf))) * envelope[:, None]
+    def filter(self, rbf: jax.Array, envelope: jax.Array) -> jax.Array:
+        """(P, F) filters W(r) from rbf: (P, K) and envelope: (P,)."""
+        return self.filter_out(shifted_softplus(self.filter_in(rbf))) * envelope[:, None]
+
+    def __call__(self, h: jax.Array, w: jax.Array, aggregate) -> jax.Array:
         m = aggregate(self.in2f(h), w)
         return h + self.dense(shifted_softplus(self.f2out(m)))
 
@@ -59,11 +72,39 @@ class _SchNetNetwork(nnx.Module):
         self.out_1 = nnx.Linear(n_features, n_features // 2, **kw)
         self.out_2 = nnx.Linear(n_features // 2, 1, **kw)
 
-    def __call__(self, types: jax.Array, rbf: jax.Array, envelope: jax.Array, aggregate) -> jax.Array:
+    def blocks(self) -> list[_Interaction]:
+        return [getattr(self, f"interaction_{b}") for b in range(self.n_interactions)]
+
+    def filters(self, rbf: jax.Array, envelope: jax.Array) -> list[jax.Array]:
+        """Each block's (P, F) filters for rbf: (P, K) and envelope: (P,)."""
+        return [block.filter(rbf, envelope) for block in self.blocks()]
+
+    def __call__(self, types: jax.Array, filters: list[jax.Array], aggregate) -> jax.Array:
         h = self.embedding(types)
-        for b in range(self.n_interactions):
-            h = getattr(self, f"interaction_{b}")(h, rbf, envelope, aggregate)
+        for block, w in zip(self.blocks(), filters, strict=True):
+            h = block(h, w, aggregate)
         return jnp.sum(self.out_2(shifted_softplus(self.out_1(h))))
+
+
+def hermite_coefficients(values: jax.Array, slopes: jax.Array, spacing: float) -> jax.Array:
+    """(K, 4, F) cubic coefficients c_0..c_3 of each grid interval, p(t) = Σ c_m t^m for
+    t ∈ [0, 1], from values and slopes (dW/dr): (K + 1, F) on a grid of the given spacing."""
+    v0, v1 = values[:-1], values[1:]
+    s0, s1 = slopes[:-1] * spacing, slopes[1:] * spacing
+    c2 = 3.0 * (v1 - v0) - 2.0 * s0 - s1
+    c3 = 2.0 * (v0 - v1) + s0 + s1
+    return jnp.stack([v0, s0, c2, c3], axis=1)
+
+
+def hermite_interpolate(coefficients: jax.Array, r: jax.Array, spacing: float) -> jax.Array:
+    """(P, F) cubic Hermite interpolation at r: (P,) ≥ 0 of a grid from ``hermite_coefficients``;
+    r beyond the grid takes the last point's value. Differentiable in r and in the coefficients."""
+    n_intervals = coefficients.shape[0]
+    u = jnp.minimum(r / spacing, float(n_intervals))
+    index = jnp.minimum(jnp.floor(jax.lax.stop_gradient(u)).astype(jnp.int32), n_intervals - 1)
+    t = (u - index.astype(u.dtype))[:, None]
+    c = coefficients[index]
+    return c[:, 0] + t * (c[:, 1] + t * (c[:, 2] + t * c[:, 3]))
 
 
 def excluded_pairs(n_beads: int, bonds: np.ndarray | None, exclusion_hops: int) -> np.ndarray:
@@ -101,6 +142,10 @@ class SchNet:
         cutoff); a configuration with more pairs within the cutoff gets NaN energy and forces
         (choose it with ``pair_counts`` over the data, plus a margin). Parameters do not depend
         on it: train with a capacity and simulate without one.
+      filter_table: None (default) evaluates the filter network for every pair. An int K
+        tabulates each block's filters on K + 1 points in [0, r_c] and interpolates them with
+        cubic Hermite splines (see the module docstring): the same parameters, an approximation
+        of the exact model whose error falls as K⁻⁴ (measure it with ``filter_table_error``).
       dtype: parameter and compute dtype (float32 default).
 
     Params: a nested dict of arrays (``nnx.to_pure_dict`` of the Flax module's state).
@@ -117,6 +162,7 @@ class SchNet:
         bonds: np.ndarray | None = None,
         exclusion_hops: int = 0,
         max_pairs: int | None = None,
+        filter_table: int | None = None,
         dtype: Any = jnp.float32,
     ):
         self.bead_types = np.asarray(bead_types, dtype=np.int32)
@@ -140,6 +186,11 @@ class SchNet:
         if max_pairs is not None and not 1 <= max_pairs <= len(self.pair_i):
             raise ValueError(f"max_pairs must be in [1, {len(self.pair_i)}] (the pairs of the model), got {max_pairs}")
         self.max_pairs = max_pairs
+        if filter_table is not None and (
+            isinstance(filter_table, bool) or not isinstance(filter_table, int | np.integer) or filter_table < 2
+        ):
+            raise ValueError(f"filter_table must be an int >= 2 (grid intervals over [0, cutoff]), got {filter_table}")
+        self.filter_table = None if filter_table is None else int(filter_table)
         self._exclusion_keys = np.sort(self.exclusions[:, 0] * self.n_beads + self.exclusions[:, 1])
         self._graphdef = nnx.graphdef(nnx.eval_shape(lambda: self._network(jax.random.key(0))))
 
@@ -173,12 +224,63 @@ class SchNet:
         rbf = gaussian_rbf(r, jnp.asarray(self.centers, r.dtype), jnp.asarray(self.gamma, r.dtype))
         return rbf, cosine_cutoff(r, self.cutoff)
 
+    def freeze_filter_table(self, params: dict[str, Any]) -> dict[str, Any]:
+        """``params`` plus the filter grid computed once (key ``"frozen_filter_table"``), for
+        inference (simulation) where the parameters do not change: ``energy`` then interpolates
+        without rebuilding the grid on every call. Not for training: gradients with respect to
+        the filter weights do not flow through a frozen grid."""
+        if self.filter_table is None:
+            raise ValueError("freeze_filter_table needs a model built with filter_table=K")
+        plain = {k: v for k, v in params.items() if k != FROZEN_TABLE_KEY}
+        network = nnx.merge(self._graphdef, plain)
+        coefficients = jax.jit(lambda: self._filter_coefficients(network, self.dtype))()
+        return {**plain, FROZEN_TABLE_KEY: {f"interaction_{b}": c for b, c in enumerate(coefficients)}}
+
     def _apply(self, params: dict[str, Any], r: jax.Array, envelope_mask: jax.Array | None, aggregate) -> jax.Array:
-        rbf, envelope = self._features(r)
-        if envelope_mask is not None:
-            envelope = jnp.where(envelope_mask, envelope, jnp.zeros_like(envelope))
+        frozen = params.get(FROZEN_TABLE_KEY)
+        if frozen is not None:
+            params = {k: v for k, v in params.items() if k != FROZEN_TABLE_KEY}
+            if (self.filter_table is None or len(frozen) != self.n_interactions
+                    or frozen["interaction_0"].shape[0] != self.filter_table):
+                raise ValueError("params carry a frozen filter table that this model (filter_table=None "
+                                 "or another size) cannot use; pass the plain params")
         network = nnx.merge(self._graphdef, params)
-        return network(jnp.asarray(self.bead_types), rbf, envelope, aggregate)
+        if self.filter_table is None:
+            rbf, envelope = self._features(r)
+            if envelope_mask is not None:
+                envelope = jnp.where(envelope_mask, envelope, jnp.zeros_like(envelope))
+            filters = network.filters(rbf, envelope)
+        else:
+            spacing = self.cutoff / self.filter_table
+            if frozen is not None:
+                coefficients = [frozen[f"interaction_{b}"] for b in range(self.n_interactions)]
+            else:
+                coefficients = self._filter_coefficients(network, r.dtype)
+            filters = [hermite_interpolate(c, r, spacing) for c in coefficients]
+            if envelope_mask is not None:
+                filters = [jnp.where(envelope_mask[:, None], w, jnp.zeros_like(w)) for w in filters]
+        return network(jnp.asarray(self.bead_types), filters, aggregate)
+
+    def _filter_coefficients(self, network: _SchNetNetwork, dtype: Any) -> list[jax.Array]:
+        """Each block's (K, 4, F) Hermite coefficients of W(r) on the grid (values and slopes by
+        one forward-mode pass through the filter networks)."""
+        grid = jnp.linspace(0.0, self.cutoff, self.filter_table + 1, dtype=dtype)
+        values, slopes = jax.jvp(lambda r: network.filters(*self._features(r)), (grid,), (jnp.ones_like(grid),))
+        spacing = self.cutoff / self.filter_table
+        return [hermite_coefficients(v, s, spacing) for v, s in zip(values, slopes, strict=True)]
+
+    def filter_table_error(self, params: dict[str, Any], n_points: int = 4096) -> float:
+        """Largest |W_table(r) − W(r)| over r in [0, r_c] and all blocks and features, relative to
+        the largest |W(r)|: the accuracy of ``filter_table`` for these parameters (0 without one)."""
+        if self.filter_table is None:
+            return 0.0
+        network = nnx.merge(self._graphdef, params)
+        r = jnp.linspace(0.0, self.cutoff, n_points, dtype=self.dtype)
+        exact = network.filters(*self._features(r))
+        spacing = self.cutoff / self.filter_table
+        tabulated = [hermite_interpolate(c, r, spacing) for c in self._filter_coefficients(network, self.dtype)]
+        error = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(tabulated, exact, strict=True))
+        return error / max(float(jnp.max(jnp.abs(w))) for w in exact)
 
     def energy(self, params: dict[str, Any], x: jax.Array) -> jax.Array:
         """Energy in kJ/mol of x: (N, 3) nm, dense pair path. Pure and jittable.
