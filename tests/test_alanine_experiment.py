@@ -88,3 +88,36 @@ def test_train_simulate_and_compare(data, maps, tmp_path):
     result = {"sizes": [100, 400], "residuals": {"optimal": [2 * residual, residual]}}
     files += plot_residuals(result, tmp_path / "residuals", dpi=40)
     assert all(f.exists() and f.stat().st_size > 0 for f in files)
+
+
+def test_bond_angles_match_hand_computed_geometry():
+    from jaxcg.experiments.alanine import bond_angles
+
+    x = np.array([[[1.0, 0, 0], [0, 0, 0], [0, 2.0, 0], [-1.0, 1.0, 0]]])
+    np.testing.assert_allclose(bond_angles(x, np.array([[0, 1, 2], [0, 1, 3], [2, 1, 3]])),
+                               [[np.pi / 2, 3 * np.pi / 4, np.pi / 4]], atol=1e-12)
+
+
+def test_ca_cb_level_beads_bonds_maps_and_surface(data):
+    from jaxcg.experiments.alanine import LEVELS, run_alanine
+
+    level = LEVELS["ca_cb"]
+    atoms = data.topology.select(level.selection)
+    assert [(data.topology.atom(int(a)).residue.name, data.topology.atom(int(a)).name) for a in atoms] == [
+        ("ACE", "CH3"), ("ALA", "CA"), ("ALA", "CB"), ("NME", "C")]
+    maps = backbone_maps(data, data.subset(slice(0, 400)), level)
+    rows = {r["map"]: r for r in map_table(maps, data, data.subset(slice(400, 600)))}
+    assert not rows["slice"]["valid"] and rows["basic"]["valid"] and rows["optimal"]["valid"]
+    assert rows["optimal"]["mean_sq_force_per_bead"] < rows["basic"]["mean_sq_force_per_bead"]
+    cg = cg_datasets(data, {"slice": maps["slice"]}, level)["slice"]
+    assert sorted(map(tuple, cg.bonds.tolist())) == [(0, 1), (1, 2), (1, 3)]  # all to CA
+    # The sliced beads are the atoms themselves: the CG surface equals the all-atom one.
+    reference = reference_ramachandran(data, level=level)
+    assert compare_2d(reference, ramachandran(cg.positions, data.kT, level=level))["kl"] == pytest.approx(0.0, abs=1e-9)
+    result = run_alanine(data, sizes=(100, 200), config=TrainConfig(epochs=1, batch_size=64, patience=None),
+                         spec=ModelSpec(n_features=8, n_interactions=1, n_rbf=8), test_fraction=0.3,
+                         n_replicas=2, n_steps=100, maps=("basic", "optimal"), level="ca_cb")
+    assert result["level"] == "ca_cb" and set(result["fes"]) == {"basic", "optimal"}
+    assert all(np.isfinite(v).all() for v in result["residuals"].values())
+    with pytest.raises(ValueError, match="level must be one of"):
+        run_alanine(data, level="atoms")

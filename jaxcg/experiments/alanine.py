@@ -1,11 +1,19 @@
-"""Alanine dipeptide end to end: all-atom OpenMM data → five backbone beads → slice, basic and
-optimal force maps → prior + SchNet trained on delta forces → CG Langevin → Ramachandran FES.
+"""Alanine dipeptide end to end: all-atom OpenMM data → CG beads → slice, basic and optimal
+force maps → prior + SchNet trained on delta forces → CG Langevin → 2D free-energy surface.
 
-The CG beads are the five backbone heavy atoms that define φ and ψ, C(ACE) N CA C N(NME), so
-φ = dihedral(beads 0-3) and ψ = dihedral(beads 1-4) are measured on the CG trajectory exactly as
-on the all-atom one. The bundled data constrain every bond to hydrogen (HBonds), so the slice map
-is invalid (N–H and CA–HA constraint forces are missing from the sliced forces); basic
-aggregation sums each bead's constraint group; the optimal map is the valid map of least noise.
+Two CG levels (``LEVELS``):
+
+- ``backbone``: the five backbone heavy atoms that define φ and ψ, C(ACE) N CA C N(NME), so
+  φ = dihedral(beads 0-3) and ψ = dihedral(beads 1-4) are measured on the CG trajectory exactly
+  as on the all-atom one; the surface is the Ramachandran plot.
+- ``ca_cb``: four beads, CH3(ACE) CA CB CH3(NME), bonded to CA (a CA+CB model with the caps'
+  methyls as neighbouring CAs). φ and ψ are gone; their imprint is left in the bond angles
+  CH3(ACE)–CA–CB and CB–CA–CH3(NME), whose joint surface is compared (on the bundled data
+  |corr(cos φ, ·)| = 0.75, 0.76 and |corr(cos ψ, ·)| = 0.46, 0.84).
+
+The bundled data constrain every bond to hydrogen (HBonds), so the slice map is invalid (N–H and
+CA–HA constraint forces are missing from the sliced forces); basic aggregation sums each bead's
+constraint group; the optimal map is the valid map of least noise.
 
 Hold-out force residual. Every model is scored on the same held-out frames against the same
 target, the *optimal* map's forces f_opt. For any valid map the mapped force is the mean force
@@ -44,10 +52,60 @@ BACKBONE = "(resname ACE and name C) or (resname ALA and (name N or name CA or n
 MAP_NAMES = ("slice", "basic", "optimal")
 #: φ = beads 0-1-2-3, ψ = beads 1-2-3-4 of the backbone CG model.
 PHI_PSI = np.array([[0, 1, 2, 3], [1, 2, 3, 4]])
+#: CH3(ACE), CA, CB, CH3(NME) (OpenMM names the NME methyl C, other tools CH3).
+CA_CB = "(resname ACE and name CH3) or (resname ALA and (name CA or name CB)) or (resname NME and (name C or name CH3))"
 #: Default training: fixed epochs, no early stopping (so every size gets the same budget).
 DEFAULT_TRAIN = TrainConfig(epochs=30, batch_size=64, patience=None)
 #: 36 × 36 bins of 10° over (−π, π].
 FES_EDGES = np.linspace(-np.pi, np.pi, 37)
+
+
+def bond_angles(positions: np.ndarray, triplets: np.ndarray) -> np.ndarray:
+    """Angles (T, A) in radians [0, π] at the middle bead of each triplet (A, 3) of frames
+    (T, N, 3)."""
+    positions, triplets = np.asarray(positions, np.float64), np.asarray(triplets)
+    u = positions[:, triplets[:, 0]] - positions[:, triplets[:, 1]]
+    v = positions[:, triplets[:, 2]] - positions[:, triplets[:, 1]]
+    cos = np.sum(u * v, -1) / (np.linalg.norm(u, axis=-1) * np.linalg.norm(v, axis=-1))
+    return np.arccos(np.clip(cos, -1.0, 1.0))
+
+
+@dataclasses.dataclass(frozen=True)
+class CGLevel:
+    """A CG resolution of alanine dipeptide: which atoms become beads, the CG bonds, and the two
+    collective variables (radians) whose free-energy surface is compared with the all-atom one.
+
+    Attributes:
+      name, selection: mdtraj selection of one atom per bead (beads in atom order).
+      n_beads: beads the selection must find.
+      bonds: (B, 2) CG bonds (the prior's bonded terms); None: consecutive beads.
+      quadruplets / triplets: the two CVs, as dihedrals (2, 4) or bond angles (2, 3) of beads.
+      edges: (bins + 1,) radians, for both CVs. labels: axis labels of the surface.
+    """
+
+    name: str
+    selection: str
+    n_beads: int
+    bonds: np.ndarray | None
+    quadruplets: np.ndarray | None
+    triplets: np.ndarray | None
+    edges: np.ndarray
+    labels: tuple[str, str]
+
+    def observables(self, positions: np.ndarray) -> np.ndarray:
+        """(T, 2) radians for bead frames (T, n_beads, 3) nm."""
+        if self.quadruplets is not None:
+            return dihedrals(positions, self.quadruplets)
+        return bond_angles(positions, self.triplets)
+
+
+LEVELS = {
+    "backbone": CGLevel("backbone", BACKBONE, 5, None, PHI_PSI, None, np.linspace(-np.pi, np.pi, 37),
+                        ("phi / rad", "psi / rad")),
+    "ca_cb": CGLevel("ca_cb", CA_CB, 4, np.array([[0, 1], [1, 2], [1, 3]]), None,
+                     np.array([[0, 1, 2], [2, 1, 3]]), np.linspace(1.2, 2.8, 33),
+                     ("CH3(ACE)-CA-CB / rad", "CB-CA-CH3(NME) / rad")),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,11 +128,13 @@ class TrainedModel:
     seconds: float
 
 
-def backbone_maps(data: AtomisticData, train: AtomisticData) -> dict[str, LinearMap]:
-    """Slice, basic and optimal maps to the five backbone beads (optimal fitted on ``train``)."""
-    atoms = slice_map(data.topology, BACKBONE)
-    if atoms.n_beads != 5:
-        raise ValueError(f"data: the backbone selection found {atoms.n_beads} atoms, expected 5 (C N CA C N)")
+def backbone_maps(data: AtomisticData, train: AtomisticData, level: CGLevel = LEVELS["backbone"]) -> dict[str, LinearMap]:
+    """Slice, basic and optimal maps to the beads of ``level`` (default the five backbone
+    beads; optimal fitted on ``train``)."""
+    atoms = slice_map(data.topology, level.selection)
+    if atoms.n_beads != level.n_beads:
+        raise ValueError(f"data: the {level.name} selection found {atoms.n_beads} atoms, expected {level.n_beads} "
+                         f"({level.selection})")
     return {
         "slice": atoms,
         "basic": basic_aggregation_map(atoms, data.constraints),
@@ -95,10 +155,10 @@ def map_table(maps: dict[str, LinearMap], data: AtomisticData, test: AtomisticDa
     return rows
 
 
-def cg_datasets(data: AtomisticData, maps: dict[str, LinearMap]) -> dict[str, CGData]:
-    """Every frame of ``data`` mapped by each map; one bead type per bead (5 types)."""
-    types = np.arange(5, dtype=np.int32)
-    return {name: map_dataset(data, m, bead_types=types) for name, m in maps.items()}
+def cg_datasets(data: AtomisticData, maps: dict[str, LinearMap], level: CGLevel = LEVELS["backbone"]) -> dict[str, CGData]:
+    """Every frame of ``data`` mapped by each map; one bead type per bead, the level's bonds."""
+    types = np.arange(level.n_beads, dtype=np.int32)
+    return {name: map_dataset(data, m, bead_types=types, bonds=level.bonds) for name, m in maps.items()}
 
 
 def train_model(
@@ -193,16 +253,20 @@ def simulate(
     return positions.transpose(1, 0, 2, 3)[keep.T]
 
 
-def ramachandran(positions: np.ndarray, kT: float, edges: np.ndarray = FES_EDGES) -> FreeEnergy2D:
-    """φ/ψ free-energy surface (kJ/mol) of backbone-bead frames (T, 5, 3) nm."""
-    angles = dihedrals(positions, PHI_PSI)
+def ramachandran(positions: np.ndarray, kT: float, edges: np.ndarray | None = None,
+                 level: CGLevel = LEVELS["backbone"]) -> FreeEnergy2D:
+    """Free-energy surface (kJ/mol) of the level's two CVs (φ/ψ for the backbone level) from
+    bead frames (T, n_beads, 3) nm; edges in radians (default the level's)."""
+    edges = level.edges if edges is None else edges
+    angles = level.observables(positions)
     return fes_2d(angles[:, 0], angles[:, 1], edges, edges, kT)
 
 
-def reference_ramachandran(data: AtomisticData, edges: np.ndarray = FES_EDGES) -> FreeEnergy2D:
-    """The all-atom φ/ψ surface of every frame of ``data`` (kJ/mol)."""
-    atoms = data.topology.select(BACKBONE)
-    return ramachandran(data.positions[:, atoms], data.kT, edges)
+def reference_ramachandran(data: AtomisticData, edges: np.ndarray | None = None,
+                           level: CGLevel = LEVELS["backbone"]) -> FreeEnergy2D:
+    """The all-atom surface of the level's CVs over every frame of ``data`` (kJ/mol)."""
+    atoms = data.topology.select(level.selection)
+    return ramachandran(data.positions[:, atoms], data.kT, edges, level)
 
 
 def run_alanine(
@@ -216,6 +280,7 @@ def run_alanine(
     seed: int = 0,
     maps: tuple[str, ...] = MAP_NAMES,
     progress=None,
+    level: str | CGLevel = "backbone",
 ) -> dict:
     """The whole experiment; returns plain data (JSON-able except ``surfaces`` and ``models``).
 
@@ -225,22 +290,27 @@ def run_alanine(
     larger ones) from the training part, and scored on the held-out frames against the optimal
     map's forces (see the module docstring). The model of the largest size of each map is
     simulated (``n_replicas`` × ``n_steps`` steps of 2 fs, started from its training frames) and
-    its Ramachandran surface compared with the all-atom one over all frames.
+    its surface of the level's CVs (Ramachandran for ``level="backbone"``; ``"ca_cb"`` for the
+    CA+CB level, see ``LEVELS``) compared with the all-atom one over all frames.
     """
     say = progress or (lambda *_: None)
+    if isinstance(level, str):
+        if level not in LEVELS:
+            raise ValueError(f"level must be one of {sorted(LEVELS)}, got {level!r}")
+        level = LEVELS[level]
     n_test = int(round(data.n_frames * test_fraction))
     train_part = np.arange(data.n_frames - n_test)
     test_part = np.arange(data.n_frames - n_test, data.n_frames)
     if max(sizes) > len(train_part):
         raise ValueError(f"sizes: largest {max(sizes)} exceeds the {len(train_part)} training frames")
-    all_maps = backbone_maps(data, data.subset(train_part))
+    all_maps = backbone_maps(data, data.subset(train_part), level)
     table = map_table(all_maps, data, data.subset(test_part))
     chosen = {k: v for k, v in all_maps.items() if k in maps}
-    cgs = cg_datasets(data, chosen | {"optimal": all_maps["optimal"]})
+    cgs = cg_datasets(data, chosen | {"optimal": all_maps["optimal"]}, level)
     test_x = cgs["optimal"].positions[test_part]
     target = cgs["optimal"].forces[test_part]
     order = np.random.default_rng(seed).permutation(train_part)
-    reference = reference_ramachandran(data)
+    reference = reference_ramachandran(data, level=level)
     residuals: dict[str, list[float]] = {}
     fes: dict[str, dict] = {}
     surfaces: dict[str, FreeEnergy2D] = {"all-atom": reference}
@@ -256,7 +326,7 @@ def run_alanine(
         if n_steps > 0:
             cg_train = cgs[name].subset(np.sort(order[: max(sizes)]))
             x = simulate(trained, cg_train, n_replicas, n_steps, jax.random.PRNGKey(seed))
-            surface = ramachandran(x, data.kT)
+            surface = ramachandran(x, data.kT, level=level)
             surfaces[f"{name} CG"] = surface
             metrics = compare_2d(reference, surface)
             fes[name] = {**metrics, "n_frames": int(len(x))}
@@ -266,6 +336,8 @@ def run_alanine(
         if {"basic", "optimal"} <= set(residuals) else []
     )
     return {
+        "level": level.name,
+        "cv_labels": list(level.labels),
         "n_frames": data.n_frames,
         "n_test": n_test,
         "sizes": [int(n) for n in sizes],
