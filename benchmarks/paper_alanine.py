@@ -21,8 +21,11 @@ larger sizes), so the factor is conservative.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 from pathlib import Path
+
+import numpy as np
 
 HERE = Path(__file__).resolve().parent
 
@@ -34,7 +37,12 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--replicas", type=int, default=32)
     parser.add_argument("--steps", type=int, default=20000, help="Langevin steps of 2 fs per replica")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the run that is also simulated")
+    parser.add_argument("--extra-seeds", type=int, nargs="*", default=[],
+                        help="more seeds (new training subsets and initialisations), trained and "
+                        "scored but not simulated; the data-efficiency factors are reported per seed")
+    parser.add_argument("--equal-steps", type=int, default=None,
+                        help="train every size for about this many optimiser steps instead of --epochs")
     parser.add_argument("--maps", nargs="+", default=["slice", "basic", "optimal"])
     parser.add_argument("--level", choices=["backbone", "ca_cb"], default="backbone")
     parser.add_argument("--out", default=None, help="output prefix (default results/paper_alanine[_LEVEL])")
@@ -52,8 +60,24 @@ def main() -> None:
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, patience=None, seed=args.seed)
     result = run_alanine(data, sizes=tuple(args.sizes), config=config, n_replicas=args.replicas,
                          n_steps=args.steps, seed=args.seed, maps=tuple(args.maps),
-                         progress=lambda line: print(line, flush=True), level=args.level)
+                         progress=lambda line: print(line, flush=True), level=args.level,
+                         equal_steps=args.equal_steps)
     surfaces, _ = result.pop("surfaces"), result.pop("models")
+    runs = [result]
+    for seed in args.extra_seeds:
+        extra = run_alanine(data, sizes=tuple(args.sizes), config=dataclasses.replace(config, seed=seed),
+                            n_steps=0, seed=seed, maps=tuple(args.maps), level=args.level,
+                            progress=lambda line, seed=seed: print(f"seed {seed}: {line}", flush=True),
+                            equal_steps=args.equal_steps)
+        extra.pop("surfaces"), extra.pop("models")
+        runs.append(extra)
+    if len(runs) > 1:
+        result["per_seed"] = [{"seed": r["seed"], "residuals": r["residuals"],
+                               "data_efficiency": r["data_efficiency"]} for r in runs]
+        result["residual_mean_std"] = {
+            name: {"mean": np.mean([r["residuals"][name] for r in runs], 0).tolist(),
+                   "std": np.std([r["residuals"][name] for r in runs], 0, ddof=1).tolist()}
+            for name in result["residuals"]}
     result["settings"] = vars(args) | {"seconds": time.perf_counter() - start}
 
     print(f"\nmaps (E|f|^2 per bead on the {result['n_test']} held-out frames, (kJ/mol/nm)^2)")
@@ -68,6 +92,12 @@ def main() -> None:
     print("\ndata efficiency: frames basic needs to reach optimal's residual")
     for row in result["data_efficiency"]:
         print(f"  optimal n={row['n_optimal']:>6}: basic n={row['n_basic']:>9.0f}  factor {row['factor']:.2f}")
+    if len(runs) > 1:
+        print(f"\nover {len(runs)} seeds: residual mean ± std, and basic/optimal factor per seed")
+        for i, n in enumerate(result["sizes"]):
+            cells = "".join(f"{m['mean'][i]:>12.5g} ± {m['std'][i]:<8.3g}" for m in result["residual_mean_std"].values())
+            factors = [r["data_efficiency"][i]["factor"] for r in runs if r["data_efficiency"]]
+            print(f"{n:>8}{cells}  factors {', '.join(f'{f:.2f}' for f in factors)}")
     print(f"\nFES of ({', '.join(result['cv_labels'])}) of the CG simulations vs all-atom")
     for name, m in result["fes"].items():
         print(f"  {name:<9} KL {m['kl']:.3f} nats   MSE {m['mse_kJ2_per_mol2']:.2f} (kJ/mol)^2   {m['n_frames']} frames")

@@ -121,3 +121,14 @@ def test_ca_cb_level_beads_bonds_maps_and_surface(data):
     assert all(np.isfinite(v).all() for v in result["residuals"].values())
     with pytest.raises(ValueError, match="level must be one of"):
         run_alanine(data, level="atoms")
+
+
+def test_equal_steps_scale_epochs_with_the_set_size():
+    from jaxcg.experiments.alanine import epochs_for
+
+    config = TrainConfig(epochs=7, batch_size=100, val_fraction=0.1, patience=None)
+    assert epochs_for(config, 1000, None) is config
+    # 900 training frames -> 9 steps per epoch; 90 steps -> 10 epochs; 10x the frames -> 1 epoch
+    assert epochs_for(config, 1000, 90).epochs == 10
+    assert epochs_for(config, 10000, 90).epochs == 1
+    assert epochs_for(config, 2000, 90).epochs == 5

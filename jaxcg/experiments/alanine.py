@@ -269,6 +269,15 @@ def reference_ramachandran(data: AtomisticData, edges: np.ndarray | None = None,
     return ramachandran(data.positions[:, atoms], data.kT, edges, level)
 
 
+def epochs_for(config: TrainConfig, n_frames: int, equal_steps: int | None) -> TrainConfig:
+    """``config`` with epochs = ⌈equal_steps / steps per epoch⌉ for a set of ``n_frames`` (the
+    training part after the validation split), or unchanged for ``equal_steps=None``."""
+    if equal_steps is None:
+        return config
+    steps_per_epoch = max(1, -(-int(round(n_frames * (1.0 - config.val_fraction))) // config.batch_size))
+    return dataclasses.replace(config, epochs=max(1, -(-int(equal_steps) // steps_per_epoch)))
+
+
 def run_alanine(
     data: AtomisticData,
     sizes: tuple[int, ...] = (500, 2000, 8000),
@@ -281,6 +290,7 @@ def run_alanine(
     maps: tuple[str, ...] = MAP_NAMES,
     progress=None,
     level: str | CGLevel = "backbone",
+    equal_steps: int | None = None,
 ) -> dict:
     """The whole experiment; returns plain data (JSON-able except ``surfaces`` and ``models``).
 
@@ -292,6 +302,9 @@ def run_alanine(
     simulated (``n_replicas`` × ``n_steps`` steps of 2 fs, started from its training frames) and
     its surface of the level's CVs (Ramachandran for ``level="backbone"``; ``"ca_cb"`` for the
     CA+CB level, see ``LEVELS``) compared with the all-atom one over all frames.
+
+    ``equal_steps``: train every size for about this many optimiser steps (epochs scaled by the
+    size) instead of ``config.epochs`` epochs, so small sets are not also short of steps.
     """
     say = progress or (lambda *_: None)
     if isinstance(level, str):
@@ -319,7 +332,7 @@ def run_alanine(
         residuals[name] = []
         for n in sizes:
             frames = np.sort(order[:n])
-            trained = train_model(cgs[name].subset(frames), config, spec, seed)
+            trained = train_model(cgs[name].subset(frames), epochs_for(config, n, equal_steps), spec, seed)
             residuals[name].append(holdout_residual(trained, test_x, target))
             say(f"{name} n={n}: residual {residuals[name][-1]:.1f} ({trained.seconds:.0f} s)")
         models[name] = trained
@@ -337,6 +350,8 @@ def run_alanine(
     )
     return {
         "level": level.name,
+        "seed": int(seed),
+        "epochs_per_size": {int(n): epochs_for(config, n, equal_steps).epochs for n in sizes},
         "cv_labels": list(level.labels),
         "n_frames": data.n_frames,
         "n_test": n_test,
