@@ -97,3 +97,31 @@ def test_constrained_data_is_refused():
     parametrization = valid_map_parametrization(oxygens, data.constraints)
     with pytest.raises(ValueError, match="unconstrained data"):
         fit_configurational_map(parametrization, data, jax.random.PRNGKey(0), steps=1)
+
+
+@pytest.mark.parametrize("hidden", [(), (6,), (8, 8)])
+def test_closed_form_divergence_equals_the_autodiff_one(hidden):
+    """The closed-form divergence used in training equals jacfwd over all coordinates, for a
+    centre-of-mass configurational map (beads spread over several atoms) and slice rows."""
+    from jaxcg.maps._configurational import mapped_forces_closed_form
+
+    with jax.enable_x64(True):
+        rng = np.random.default_rng(4)
+        config = np.zeros((3, 7))
+        config[0, :3] = [0.5, 0.3, 0.2]
+        config[1, 3] = 1.0
+        config[2, 4:] = [0.2, 0.5, 0.3]
+        parametrization = valid_map_parametrization(config)
+        params = init_configurational_map(parametrization, jax.random.PRNGKey(5), hidden=hidden)
+        params[-1] = (jnp.asarray(rng.normal(size=params[-1][0].shape) * 0.5), params[-1][1])
+        for _ in range(3):
+            r = jnp.asarray(rng.normal(size=(7, 3)) * 0.3)
+            f = jnp.asarray(rng.normal(size=(7, 3)) * 10.0)
+            coefficients = lambda x: configurational_coefficients(parametrization, params, x)  # noqa: E731
+            general = configurational_mapped_forces(coefficients, r, f, kT=2.5)
+            closed, delta = mapped_forces_closed_form(parametrization, params, r, f, kT=2.5)
+            np.testing.assert_allclose(np.asarray(closed), np.asarray(general), rtol=1e-10, atol=1e-10)
+            np.testing.assert_allclose(np.asarray(delta), np.asarray(coefficients(r) - parametrization.base), atol=1e-12)
+            # and the divergence is really there (not zero) in this configuration
+            no_div = configurational_mapped_forces(coefficients, r, f, kT=2.5, divergence=False)
+            assert float(jnp.abs(general - no_div).max()) > 1e-3
