@@ -311,7 +311,7 @@ def bench_torch(xs, fs, force_fallback=False):
     return run, {"model": name, "torch": torch.__version__}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=10, help="steps per timed round")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds; the best counts")
@@ -323,7 +323,7 @@ def main() -> None:
     parser.add_argument("--host-devices", type=int, default=1, help="CPU devices for jaxcg's data-parallel run")
     parser.add_argument("--filter-table", type=int, default=256,
                         help="grid intervals of the jaxcg_table contestant (0: skip it)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.host_devices > 1:
         flag = f"--xla_force_host_platform_device_count={args.host_devices}"
         os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {flag}".strip()
@@ -380,6 +380,7 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1))
     print(f"wrote {out}")
+    return report
 
 
 if __name__ == "__main__":

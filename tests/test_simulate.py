@@ -344,7 +344,8 @@ def test_benchmark_up_to_4096_replicas_on_gpu(tmp_path):
     result = bench.main(["--replicas", "1", "512", "4096", "--seconds", "2", "--repeats", "1",
                          "--skip-torch", "--out", str(tmp_path / "simulate_gpu.json")])
     assert [row["replicas"] for row in result["rows"]] == [1, 512, 4096]
-    assert all(row["jaxcg"] > 0 for row in result["rows"])
+    assert all(row["jaxcg"] > 0 and row["jaxcg_table"] > 0 for row in result["rows"])
+    assert result["filter_table_accuracy"]["relative_rms_force_error"] < 1e-3
 
 
 def test_replica_blocks_give_the_same_trajectories():

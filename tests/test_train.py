@@ -166,3 +166,24 @@ def test_cli_train_writes_a_loadable_model(tmp_path):
     assert np.isfinite(float(jax.jit(energy)(jnp.asarray(x[0]))))
     tabulated = energy_of(filter_table=256)  # what `jaxcg simulate --filter-table 256` loads
     assert float(tabulated(jnp.asarray(x[0]))) == pytest.approx(float(energy(jnp.asarray(x[0]))), rel=1e-4, abs=1e-4)
+
+
+@pytest.mark.gpu
+def test_training_benchmark_on_gpu(tmp_path):
+    """The training benchmark's JAX contestants on a GPU (``pytest -m gpu`` on a GPU machine):
+    throughput, and the tabulated filters' accuracy there (float32 matmuls on GPU may use TF32)."""
+    if jax.default_backend() != "gpu":
+        pytest.skip("needs a GPU (jax[cuda12])")
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parents[1] / "benchmarks"
+    sys.path.insert(0, str(folder))
+    spec = importlib.util.spec_from_file_location("bench_train", folder / "bench_train.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    report = bench.main(["--skip-torch", "--rounds", "2", "--steps", "20", "--out", str(tmp_path / "train_gpu.json")])
+    results = report["results"]
+    assert all(results[name]["frames_per_s"] > 0 for name in ("jaxcg", "jaxcg_table", "plain_jax"))
+    assert results["jaxcg_table"]["relative_rms_force_error"] < 1e-3
