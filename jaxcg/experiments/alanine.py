@@ -377,13 +377,19 @@ def run_alanine(
 
 
 def plot_residuals(result: dict, path, dpi: int = 90) -> list:
-    """Hold-out residual vs training-set size (log x) per map; writes PNG and SVG."""
+    """Hold-out residual vs training-set size (log x) per map, mean ± std over seeds when the
+    result has them; writes PNG and SVG."""
     from jaxcg.analysis import _pyplot, _save
 
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(4.5, 3.4), dpi=dpi, layout="constrained")
+    spread = result.get("residual_mean_std")
     for name, values in result["residuals"].items():
-        ax.plot(result["sizes"], values, "o-", label=name)
+        if spread is not None:  # several seeds: mean ± standard deviation
+            ax.errorbar(result["sizes"], spread[name]["mean"], yerr=spread[name]["std"], fmt="o-", capsize=3,
+                        label=f"{name} ({len(result['per_seed'])} seeds)")
+        else:
+            ax.plot(result["sizes"], values, "o-", label=name)
     ax.set_xscale("log")
     ax.set_xlabel("training frames")
     ax.set_ylabel("hold-out residual vs f_opt / (kJ/mol/nm)²")
