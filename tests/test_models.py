@@ -232,6 +232,7 @@ def test_frozen_filter_table_matches_and_is_checked():
     model = SchNet(TYPES, n_features=16, n_rbf=12, cutoff=1.2, filter_table=64)
     params = model.init(jax.random.key(0), x)
     frozen = model.freeze_filter_table(params)
+    assert model.filter_table_error(frozen) == model.filter_table_error(params) > 0.0
     np.testing.assert_allclose(model.energy(frozen, x), model.energy(params, x), rtol=1e-6)
     np.testing.assert_allclose(force_fn(model.energy)(frozen, x), force_fn(model.energy)(params, x),
                                rtol=1e-5, atol=1e-6)

@@ -274,7 +274,7 @@ class SchNet:
         the largest |W(r)|: the accuracy of ``filter_table`` for these parameters (0 without one)."""
         if self.filter_table is None:
             return 0.0
-        network = nnx.merge(self._graphdef, params)
+        network = nnx.merge(self._graphdef, {k: v for k, v in params.items() if k != FROZEN_TABLE_KEY})
         r = jnp.linspace(0.0, self.cutoff, n_points, dtype=self.dtype)
         exact = network.filters(*self._features(r))
         spacing = self.cutoff / self.filter_table
