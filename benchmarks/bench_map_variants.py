@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 import os
 import platform
@@ -319,9 +318,9 @@ def main() -> None:
         "rows are comparable; units (kJ/mol/nm)^2. build_s: wall time to build the map, compilation included.",
         "systems": results,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=1))
+    from jaxcg.analysis import save_metrics
+
+    out = save_metrics(args.out, report)
     print(f"\nwrote {out} ({seconds:.0f} s)")
 
 

@@ -11,7 +11,6 @@ numbers are the integrator's speed; ``generate`` adds a few percent for saving f
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform as host
 import time
@@ -99,9 +98,9 @@ def main() -> None:
         "seconds_per_case": args.seconds,
         "results": rows,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
+    from jaxcg.analysis import save_metrics
+
+    out = save_metrics(args.out, result)
     print(f"wrote {out}")
 
 

@@ -26,7 +26,6 @@ torch runs on CPU unless a CUDA build is installed, so add ``--skip-torch`` ther
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import time
 from pathlib import Path
@@ -351,9 +350,9 @@ def main(argv=None) -> dict:
         "torch_threads": _torch_threads(), "rows": rows,
         "filter_table_intervals": args.filter_table or None, "filter_table_accuracy": table_error,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
+    from jaxcg.analysis import save_metrics
+
+    out = save_metrics(args.out, result)
     print(f"wrote {out}")
     return result
 

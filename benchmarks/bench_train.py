@@ -30,7 +30,6 @@ Prints frames/s and the ratios, writes benchmarks/results/train.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import time
@@ -376,9 +375,9 @@ def main(argv: list[str] | None = None) -> dict:
         "jax": jax.__version__, "device": str(jax.devices()[0]),
         "results": results, "ratios": ratios,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=1))
+    from jaxcg.analysis import save_metrics
+
+    out = save_metrics(args.out, report)
     print(f"wrote {out}")
     return report
 

@@ -127,17 +127,13 @@ def langevin(
       force_bound: kJ/mol/nm; a replica whose largest force component exceeds it is stopped.
       replica_block: step the replicas in blocks of this many (vmap within a block, a loop over
         blocks), None for all at once. Blocks keep a step's working set in the CPU's caches
-        (1.7× faster at 512 replicas of a 10-bead SchNet on a 2-core x86 CPU); "auto" picks 64
-        on CPU and None on accelerators. Results do not depend on it.
+        (1.1× faster at 512 replicas of a 10-bead SchNet on a 2-core x86 CPU in
+        ``benchmarks/bench_simulate.py``); "auto" picks 64 on CPU and None on accelerators.
+        Results do not depend on it.
     """
-    _check_positive(temperature=temperature, dt=dt, friction=friction, force_bound=force_bound)
-    shift = space.free()[1] if shift_fn is None else shift_fn
-    init_fn, step_fn = jmd_simulate.nvt_langevin(
-        energy_fn, shift, dt, kT_from_temperature(temperature), gamma=friction
-    )
-    return _make_simulator(
-        energy_fn, init_fn, step_fn, masses, steps_per_chunk, save_every, dt, neighbor_fn,
-        force_bound, has_momentum=True, replica_block=replica_block,
+    return _stochastic(
+        jmd_simulate.nvt_langevin, True, energy_fn, masses, temperature, dt, friction, steps_per_chunk,
+        save_every, shift_fn, neighbor_fn, force_bound, replica_block,
     )
 
 
@@ -161,14 +157,9 @@ def brownian(
     checked every step; forces (which jax-md's Brownian state does not keep) at saved frames.
     Arguments as for ``langevin``.
     """
-    _check_positive(temperature=temperature, dt=dt, friction=friction, force_bound=force_bound)
-    shift = space.free()[1] if shift_fn is None else shift_fn
-    init_fn, step_fn = jmd_simulate.brownian(
-        energy_fn, shift, dt, kT_from_temperature(temperature), gamma=friction
-    )
-    return _make_simulator(
-        energy_fn, init_fn, step_fn, masses, steps_per_chunk, save_every, dt, neighbor_fn,
-        force_bound, has_momentum=False, replica_block=replica_block,
+    return _stochastic(
+        jmd_simulate.brownian, False, energy_fn, masses, temperature, dt, friction, steps_per_chunk,
+        save_every, shift_fn, neighbor_fn, force_bound, replica_block,
     )
 
 
@@ -250,6 +241,20 @@ def _check_positive(**values: float) -> None:
     for name, value in values.items():
         if not np.isfinite(value) or value <= 0:
             raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+
+
+def _stochastic(
+    jmd_builder, has_momentum, energy_fn, masses, temperature, dt, friction, steps_per_chunk, save_every,
+    shift_fn, neighbor_fn, force_bound, replica_block,
+) -> Simulator:
+    """A Simulator from a jax-md thermostatted integrator builder (``nvt_langevin``, ``brownian``)."""
+    _check_positive(temperature=temperature, dt=dt, friction=friction, force_bound=force_bound)
+    shift = space.free()[1] if shift_fn is None else shift_fn
+    init_fn, step_fn = jmd_builder(energy_fn, shift, dt, kT_from_temperature(temperature), gamma=friction)
+    return _make_simulator(
+        energy_fn, init_fn, step_fn, masses, steps_per_chunk, save_every, dt, neighbor_fn,
+        force_bound, has_momentum=has_momentum, replica_block=replica_block,
+    )
 
 
 def _replica_block(replica_block: int | str | None) -> int | None:
