@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from jaxcg.devices import use_host_devices
+
 
 def _add_reference_parser(subparsers: argparse._SubParsersAction) -> None:
     """`jaxcg reference SYSTEM ...`: generate all-atom reference data with OpenMM."""
@@ -100,8 +102,9 @@ def _add_train_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--exclusion-hops", type=int, default=0,
                         help="leave pairs at most this many bonds apart out of the SchNet")
     parser.add_argument("--no-prior", action="store_true", help="train the SchNet alone")
-    parser.add_argument("--devices", type=int, default=1,
-                        help="local devices for data parallelism (--batch-size a multiple of it)")
+    parser.add_argument("--devices", type=int, default=0,
+                        help="local devices for data parallelism (--batch-size a multiple of it); "
+                             "0 (default): all of them when they divide --batch-size, else 1")
     parser.add_argument("--seed", type=int, default=0)
     parser.set_defaults(func=_train_run)
 
@@ -175,7 +178,7 @@ def _train_run(args: argparse.Namespace) -> int:
         try:
             result = train.fit(net.energy, params, cg.positions, targets, config, weights=cg.weights,
                                out_dir=out, resume=args.resume, progress=progress,
-                               devices=jax.local_devices()[: args.devices])
+                               devices=jax.local_devices()[: args.devices] if args.devices else "auto")
         except (ValueError, FloatingPointError) as err:
             print(f"jaxcg train: error: {err}", file=sys.stderr)
             return 2
@@ -485,6 +488,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # One XLA device per CPU core (unless XLA_FLAGS says otherwise): training and simulation
+    # shard their batches and replicas over them. Must precede JAX's first computation.
+    use_host_devices()
     parser = build_parser()
     args = parser.parse_args(argv)
     return int(args.func(args) or 0)

@@ -362,3 +362,37 @@ def test_replica_blocks_give_the_same_trajectories():
     assert np.abs(positions[0][-1] - positions[0][0]).max() > 1e-3  # it moved
     with pytest.raises(ValueError, match="replica_block must be"):
         simulate.langevin(chain_energy, np.full(5, 12.0), TEMPERATURE, 0.002, 1.0, 20, 5, replica_block=0)
+
+
+def test_replicas_split_over_devices_give_the_same_trajectories():
+    """Replicas sharded over the 2 host devices (conftest) match one device, neighbour lists and
+    a stopped replica included; uneven splits are refused."""
+    if len(jax.local_devices()) < 2:
+        pytest.skip("needs 2 devices (XLA_FLAGS=--xla_force_host_platform_device_count=2)")
+    x0 = np.stack([np.arange(5) * 0.38, np.zeros(5), np.zeros(5)], 1).astype(np.float32)
+    x0 = np.broadcast_to(x0, (6, 5, 3)).copy()
+    x0[3, 2, 0] = np.nan  # replica 3 starts bad: stopped at step 0 on its device
+    _, shift, neighbor_fn = simulate.neighbor_list(cutoff=0.6, skin=0.2)
+
+    def energy(r, neighbor=None):
+        return chain_energy(r)
+
+    records, states = [], []
+    for devices in (None, jax.local_devices()[:2]):
+        for nbrs in (None, neighbor_fn):
+            sim = simulate.langevin(energy, np.full(5, 12.0), TEMPERATURE, 0.002, 1.0, 20, 5,
+                                    shift_fn=shift, neighbor_fn=nbrs, replica_devices=devices)
+            state, record = sim.run_chunk(sim.init(jax.random.key(0), jnp.asarray(x0)))
+            records.append(np.asarray(record.positions))
+            states.append(state)
+    for other, state in zip(records[1:], states[1:], strict=True):
+        np.testing.assert_allclose(other, records[0], rtol=0, atol=1e-6)
+        np.testing.assert_array_equal(np.asarray(state.stopped_at), np.asarray(states[0].stopped_at))
+        assert int(state.step) == 20
+    assert np.asarray(states[2].stopped_at).tolist() == [-1, -1, -1, 0, -1, -1]
+    assert len(states[2].integrator.position.sharding.device_set) == 2  # it really was split
+    assert np.abs(records[0][-1] - records[0][0])[[0, 1, 2, 4, 5]].max() > 1e-3  # they moved
+    with pytest.raises(ValueError, match="cannot be split evenly"):
+        sim = simulate.langevin(chain_energy, np.full(5, 12.0), TEMPERATURE, 0.002, 1.0, 20, 5,
+                                replica_devices=jax.local_devices()[:2])
+        sim.run_chunk(sim.init(jax.random.key(0), jnp.asarray(x0[:5])))

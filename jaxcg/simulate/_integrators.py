@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, PartitionSpec
 
 # jax-md is not clean under strict dtype promotion (it mixes int32 and float32): import and trace
 # its code under standard promotion whatever the caller's setting.
@@ -114,6 +115,7 @@ def langevin(
     neighbor_fn: partition.NeighborListFns | None = None,
     force_bound: float = 1.0e4,
     replica_block: int | str | None = "auto",
+    replica_devices: Sequence[jax.Device] | str | None = "auto",
 ) -> Simulator:
     """Langevin (BAOAB, jax-md ``nvt_langevin``) dynamics of R replicas.
 
@@ -130,10 +132,15 @@ def langevin(
         (1.1× faster at 512 replicas of a 10-bead SchNet on a 2-core x86 CPU in
         ``benchmarks/bench_simulate.py``); "auto" picks 64 on CPU and None on accelerators.
         Results do not depend on it.
+      replica_devices: split the replicas over these devices (``shard_map``; each device steps
+        its share, in blocks), None for the default device only. "auto" uses every local device
+        when there are several and they divide R (e.g. the host devices of
+        ``jaxcg.devices.use_host_devices`` on a multi-core CPU), else the default device.
+        Results do not depend on it.
     """
     return _stochastic(
         jmd_simulate.nvt_langevin, True, energy_fn, masses, temperature, dt, friction, steps_per_chunk,
-        save_every, shift_fn, neighbor_fn, force_bound, replica_block,
+        save_every, shift_fn, neighbor_fn, force_bound, replica_block, replica_devices,
     )
 
 
@@ -150,6 +157,7 @@ def brownian(
     neighbor_fn: partition.NeighborListFns | None = None,
     force_bound: float = 1.0e4,
     replica_block: int | str | None = "auto",
+    replica_devices: Sequence[jax.Device] | str | None = "auto",
 ) -> Simulator:
     """Overdamped Brownian (jax-md ``brownian``) dynamics of R replicas.
 
@@ -159,7 +167,7 @@ def brownian(
     """
     return _stochastic(
         jmd_simulate.brownian, False, energy_fn, masses, temperature, dt, friction, steps_per_chunk,
-        save_every, shift_fn, neighbor_fn, force_bound, replica_block,
+        save_every, shift_fn, neighbor_fn, force_bound, replica_block, replica_devices,
     )
 
 
@@ -175,6 +183,7 @@ def nve(
     neighbor_fn: partition.NeighborListFns | None = None,
     force_bound: float = 1.0e4,
     replica_block: int | str | None = "auto",
+    replica_devices: Sequence[jax.Device] | str | None = "auto",
 ) -> Simulator:
     """Velocity-Verlet (jax-md ``nve``) dynamics; ``temperature`` (K) draws the initial momenta."""
     _check_positive(temperature=temperature, dt=dt, force_bound=force_bound)
@@ -187,7 +196,7 @@ def nve(
 
     return _make_simulator(
         energy_fn, init_fn, step_fn, masses, steps_per_chunk, save_every, dt, neighbor_fn,
-        force_bound, has_momentum=True, replica_block=replica_block,
+        force_bound, has_momentum=True, replica_block=replica_block, replica_devices=replica_devices,
     )
 
 
@@ -245,7 +254,7 @@ def _check_positive(**values: float) -> None:
 
 def _stochastic(
     jmd_builder, has_momentum, energy_fn, masses, temperature, dt, friction, steps_per_chunk, save_every,
-    shift_fn, neighbor_fn, force_bound, replica_block,
+    shift_fn, neighbor_fn, force_bound, replica_block, replica_devices,
 ) -> Simulator:
     """A Simulator from a jax-md thermostatted integrator builder (``nvt_langevin``, ``brownian``)."""
     _check_positive(temperature=temperature, dt=dt, friction=friction, force_bound=force_bound)
@@ -254,7 +263,23 @@ def _stochastic(
     return _make_simulator(
         energy_fn, init_fn, step_fn, masses, steps_per_chunk, save_every, dt, neighbor_fn,
         force_bound, has_momentum=has_momentum, replica_block=replica_block,
+        replica_devices=replica_devices,
     )
+
+
+def _replica_devices(replica_devices: Sequence[jax.Device] | str | None, n_replicas: int) -> list[jax.Device] | None:
+    """The devices to split ``n_replicas`` over, or None for the default device alone."""
+    if replica_devices is None:
+        return None
+    if replica_devices == "auto":
+        devices = jax.local_devices()
+        return devices if 1 < len(devices) and n_replicas % len(devices) == 0 else None
+    if isinstance(replica_devices, str):
+        raise ValueError(f"replica_devices must be 'auto', None or a sequence of devices, got {replica_devices!r}")
+    devices = list(replica_devices)
+    if not devices or n_replicas % len(devices):
+        raise ValueError(f"{n_replicas} replicas cannot be split evenly over {len(devices)} devices")
+    return devices if len(devices) > 1 else None
 
 
 def _replica_block(replica_block: int | str | None) -> int | None:
@@ -269,7 +294,7 @@ def _replica_block(replica_block: int | str | None) -> int | None:
 
 def _make_simulator(
     energy_fn, init_fn, step_fn, masses, steps_per_chunk, save_every, dt, neighbor_fn,
-    force_bound, has_momentum, replica_block="auto",
+    force_bound, has_momentum, replica_block="auto", replica_devices="auto",
 ) -> Simulator:
     masses = jnp.asarray(masses, dtype=jnp.float32)
     if masses.ndim != 1 or not bool(jnp.all(masses > 0)):
@@ -392,13 +417,31 @@ def _make_simulator(
             carry, _ = one_step(carry, True)
         return carry, observe(carry[0])
 
-    @jax.jit
-    def run_chunk(sim: SimulationState) -> tuple[SimulationState, ChunkRecord]:
-        overflow = jnp.zeros(sim.alive.shape, bool)
+    def chunk(sim: SimulationState) -> tuple[SimulationState, ChunkRecord]:
+        overflow = sim.alive & False  # derived from a per-replica array: per device under shard_map
         (sim, overflow), (pos, energy, temp) = jax.lax.scan(
             save_block, (sim, overflow), None, length=n_saves
         )
         return sim, ChunkRecord(pos, energy, temp, overflow)
+
+    chunk_on_one_device = jax.jit(chunk)
+    chunk_on_devices: dict[tuple, Callable] = {}
+
+    def run_chunk(sim: SimulationState) -> tuple[SimulationState, ChunkRecord]:
+        devices = _replica_devices(replica_devices, sim.alive.shape[0])
+        if devices is None:
+            return chunk_on_one_device(sim)
+        key = tuple(d.id for d in devices)
+        if key not in chunk_on_devices:
+            # Replicas are independent: each device runs the whole chunk on its share.
+            mesh = Mesh(np.asarray(devices), ("replica",))
+            each, along = PartitionSpec("replica"), PartitionSpec(None, "replica")
+            state_spec = SimulationState(each, each if use_nbrs else None, each, each, PartitionSpec())
+            record_spec = ChunkRecord(along, along, along, each)
+            chunk_on_devices[key] = jax.jit(
+                jax.shard_map(chunk, mesh=mesh, in_specs=(state_spec,), out_specs=(state_spec, record_spec))
+            )
+        return chunk_on_devices[key](sim)
 
     update_all = jax.jit(jax.vmap(lambda r, nb: neighbor_fn.update(r, nb), in_axes=(0, None)))
 
