@@ -9,14 +9,17 @@ implementations of the same model and BAOAB Langevin integrator run in one proce
   each chunk). ``unblocked``: the same with every replica in one vmap (``replica_block=None``).
   ``table``: the same weights with filters tabulated on a 256-interval grid (cubic Hermite,
   ``SchNet(filter_table=256)`` + ``freeze_filter_table``); its force error against the exact
-  model is measured and printed first.
+  model is measured and printed first. These run on one XLA device. ``jaxcg_dev``,
+  ``table_dev``: the same with the replicas split over every XLA device (``replica_devices``;
+  on CPU the process is split into ``--host-devices`` devices, default one per core, as the
+  ``jaxcg`` command does), at R they divide.
 - ``jax_plain``: a hand-written BAOAB in one jit(scan(vmap)) with no checks and no output (the
   plain JAX baseline: what jaxcg's checks, jax-md and host round trips cost on top).
 - ``torch``: a plain PyTorch SchNet with the very same weights (energies checked to agree),
   batched over replicas, BAOAB in a Python loop with ``torch.autograd.grad`` forces (eager mode,
   denormals flushed as XLA does, best of 1 thread and torch's default thread count).
 
-    python benchmarks/bench_simulate.py [--replicas 1 64 512] [--seconds 3]
+    python benchmarks/bench_simulate.py [--replicas 1 64 512] [--seconds 3] [--host-devices 2]
 
 Writes benchmarks/results/simulate.json. On a GPU machine (jax[cuda12]) JAX runs there by
 default: ``--replicas 1 64 512 4096`` (``pytest -m gpu tests/test_simulate.py`` runs that path;
@@ -26,9 +29,17 @@ torch runs on CPU unless a CUDA build is installed, so add ``--skip-torch`` ther
 from __future__ import annotations
 
 import argparse
+import os
 import platform
+import sys
 import time
 from pathlib import Path
+
+if __name__ == "__main__":  # split the CPU before JAX starts (--host-devices N, default one per core)
+    from jaxcg.devices import use_host_devices
+
+    _argv = sys.argv[1:]
+    use_host_devices(int(_argv[_argv.index("--host-devices") + 1]) if "--host-devices" in _argv else None)
 
 import jax
 import jax.numpy as jnp
@@ -91,12 +102,12 @@ def plain_schnet_energy(setup):
 # ----------------------------------------------------------------------------- implementations
 
 
-def run_jaxcg(energy, x0, n_replicas, seconds, replica_block="auto"):
+def run_jaxcg(energy, x0, n_replicas, seconds, replica_block="auto", replica_devices=None):
     from jaxcg import simulate
 
     chunk = _chunk(n_replicas)
     sim = simulate.langevin(energy, np.full(10, MASS), TEMPERATURE, DT, FRICTION, chunk,
-                            SAVE_EVERY, replica_block=replica_block)
+                            SAVE_EVERY, replica_block=replica_block, replica_devices=replica_devices)
     state = sim.init(jax.random.key(0), jnp.broadcast_to(x0, (n_replicas, 10, 3)))
     for _ in range(3):  # compile, then warm up
         state, _ = simulate.run(sim, state, chunk)
@@ -277,7 +288,10 @@ def main(argv=None) -> dict:
     parser.add_argument("--filter-table", type=int, default=256,
                         help="grid intervals of the tabulated-filter variant (0: skip it)")
     parser.add_argument("--out", default=str(HERE / "results" / "simulate.json"))
+    parser.add_argument("--host-devices", type=int, default=os.cpu_count(),
+                        help="split the CPU into this many XLA devices (read when run as a script)")
     args = parser.parse_args(argv)
+    n_devices = len(jax.devices())
 
     energy, params, setup = cln025_model()
     x0 = setup["x0"]
@@ -299,12 +313,14 @@ def main(argv=None) -> dict:
         torch_energy = torch_schnet(params, setup)
         agreement = check_same_model(energy, torch_energy, x0)
     plain_model = plain_schnet_energy(setup)
-    print(f"{'R':>6} {'jaxcg':>10} {'unblocked':>10} {'table':>10} {'jax plain':>10} {'plain SchNet':>12} "
-          f"{'torch':>10} {'jaxcg/plain':>11} {'table/plain':>11} {'jaxcg/torch':>11} {'table/torch':>11}  "
-          "(replica-steps/s)", flush=True)
+    print(f"{'R':>6} {'jaxcg':>10} {'unblocked':>10} {'table':>10} {'jaxcg_dev':>10} {'table_dev':>10} "
+          f"{'jax plain':>10} {'plain SchNet':>12} {'torch':>10} {'jaxcg/plain':>11} {'table/plain':>11} "
+          f"{'jaxcg/torch':>11} {'table/torch':>11} {'t_dev/torch':>11}  (replica-steps/s; {n_devices} devices)",
+          flush=True)
     for n_rep in args.replicas:
-        best = {"jaxcg": 0.0, "jaxcg_unblocked": 0.0, "jaxcg_table": 0.0, "jax_plain": 0.0,
-                "jax_plain_dense_schnet": 0.0, "torch": 0.0}
+        best = {"jaxcg": 0.0, "jaxcg_unblocked": 0.0, "jaxcg_table": 0.0, "jaxcg_devices": 0.0,
+                "jaxcg_table_devices": 0.0, "jax_plain": 0.0, "jax_plain_dense_schnet": 0.0, "torch": 0.0}
+        split = n_devices > 1 and n_rep % n_devices == 0
         for _ in range(args.repeats):  # interleaved, best of: the machine may be shared
             rate, jaxcg_info = run_jaxcg(energy, x0, n_rep, args.seconds)
             best["jaxcg"] = max(best["jaxcg"], rate)
@@ -312,6 +328,12 @@ def main(argv=None) -> dict:
                                           run_jaxcg(energy, x0, n_rep, args.seconds, replica_block=None)[0])
             if table_energy is not None:
                 best["jaxcg_table"] = max(best["jaxcg_table"], run_jaxcg(table_energy, x0, n_rep, args.seconds)[0])
+            if split:
+                best["jaxcg_devices"] = max(best["jaxcg_devices"],
+                                            run_jaxcg(energy, x0, n_rep, args.seconds, replica_devices="auto")[0])
+                if table_energy is not None:
+                    best["jaxcg_table_devices"] = max(best["jaxcg_table_devices"], run_jaxcg(
+                        table_energy, x0, n_rep, args.seconds, replica_devices="auto")[0])
             best["jax_plain"] = max(best["jax_plain"], run_jax_plain(energy, x0, n_rep, args.seconds)[0])
             best["jax_plain_dense_schnet"] = max(best["jax_plain_dense_schnet"],
                                                  run_jax_plain(plain_model, x0, n_rep, args.seconds)[0])
@@ -324,7 +346,7 @@ def main(argv=None) -> dict:
                 torch.set_num_threads(default_threads)
         row = {"replicas": n_rep, **{k: (v or None) for k, v in best.items()}, "jaxcg_alive": jaxcg_info["alive"]}
         plain = best["jax_plain_dense_schnet"]
-        for name in ("jaxcg", "jaxcg_table"):
+        for name in ("jaxcg", "jaxcg_table", "jaxcg_devices", "jaxcg_table_devices"):
             row[f"{name}_over_plain_dense_schnet"] = best[name] / plain if best[name] else None
             row[f"{name}_over_torch"] = best[name] / best["torch"] if best[name] and best["torch"] else None
         rows.append(row)
@@ -335,10 +357,12 @@ def main(argv=None) -> dict:
             return f"{value:{width - 1}.1f}x" if ratio else f"{value:{width}.0f}"
 
         print(f"{n_rep:6d} {cell(best['jaxcg'], 10)} {cell(best['jaxcg_unblocked'], 10)} "
-              f"{cell(best['jaxcg_table'], 10)} {cell(best['jax_plain'], 10)} {cell(plain, 12)} "
+              f"{cell(best['jaxcg_table'], 10)} {cell(best['jaxcg_devices'], 10)} "
+              f"{cell(best['jaxcg_table_devices'], 10)} {cell(best['jax_plain'], 10)} {cell(plain, 12)} "
               f"{cell(best['torch'], 10)} {cell(row['jaxcg_over_plain_dense_schnet'], 11, True)} "
               f"{cell(row['jaxcg_table_over_plain_dense_schnet'], 11, True)} "
-              f"{cell(row['jaxcg_over_torch'], 11, True)} {cell(row['jaxcg_table_over_torch'], 11, True)}", flush=True)
+              f"{cell(row['jaxcg_over_torch'], 11, True)} {cell(row['jaxcg_table_over_torch'], 11, True)} "
+              f"{cell(row['jaxcg_table_devices_over_torch'], 11, True)}", flush=True)
     result = {
         "benchmark": "CLN025-size SchNet(128, 2 blocks, 32 RBF, 1.2 nm) + harmonic bonds, BAOAB",
         "unit": "replica-steps per second",

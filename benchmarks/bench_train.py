@@ -21,6 +21,11 @@ Contestants, all in this process on this machine:
   RBFs, ssp, no neighbour embedding) with ``derivative=True`` and torch.optim.Adam; if torchmd-net
   cannot be imported, a plain PyTorch SchNet of the same size (the JSON says which).
 
+- ``jaxcg_2dev``, ``jaxcg_table_2dev`` (``--host-devices``, default: one per core): the same
+  steps with the batch sharded over that many XLA CPU devices (``jaxcg.train.fit``'s default
+  when the CPU is split with ``jaxcg.devices.use_host_devices``, as the ``jaxcg`` command does).
+  The other jaxcg contestants run on one of them.
+
     python benchmarks/bench_train.py [--steps 10] [--rounds 5] [--batch 128] [--threads 2] [--skip-torch]
                                      [--torch-fallback] [--host-devices 2]
 
@@ -319,7 +324,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--skip-torch", action="store_true")
     parser.add_argument("--torch-fallback", action="store_true", help="plain PyTorch SchNet instead of torchmd-net")
     parser.add_argument("--out", default=str(HERE / "results" / "train.json"))
-    parser.add_argument("--host-devices", type=int, default=1, help="CPU devices for jaxcg's data-parallel run")
+    parser.add_argument("--host-devices", type=int, default=os.cpu_count(),
+                        help="CPU devices for jaxcg's data-parallel contestants (jaxcg_*dev; 1: none)")
     parser.add_argument("--filter-table", type=int, default=256,
                         help="grid intervals of the jaxcg_table contestant (0: skip it)")
     args = parser.parse_args(argv)
@@ -337,8 +343,12 @@ def main(argv: list[str] | None = None) -> dict:
         **({"jaxcg_table": bench_jaxcg(xs, fs, filter_table=args.filter_table)} if args.filter_table else {}),
         "plain_jax": bench_plain_jax(xs, fs),
     }
-    if args.host_devices > 1:
-        contestants[f"jaxcg_{args.host_devices}dev"] = bench_jaxcg(xs, fs, n_devices=args.host_devices)
+    n_devices = min(args.host_devices, len(jax.devices()))  # on an accelerator: its count
+    if n_devices > 1:
+        contestants[f"jaxcg_{n_devices}dev"] = bench_jaxcg(xs, fs, n_devices=n_devices)
+        if args.filter_table:
+            contestants[f"jaxcg_table_{n_devices}dev"] = bench_jaxcg(
+                xs, fs, n_devices=n_devices, filter_table=args.filter_table)
     if not args.skip_torch:
         import torch
 
