@@ -102,9 +102,9 @@ def _add_train_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--exclusion-hops", type=int, default=0,
                         help="leave pairs at most this many bonds apart out of the SchNet")
     parser.add_argument("--no-prior", action="store_true", help="train the SchNet alone")
-    parser.add_argument("--devices", type=int, default=0,
-                        help="local devices for data parallelism (--batch-size a multiple of it); "
-                             "0 (default): all of them when they divide --batch-size, else 1")
+    parser.add_argument("--devices", type=int, default=1,
+                        help="local devices for data parallelism (--batch-size a multiple of it); the "
+                             "jaxcg command splits the CPU into one device per core; 0: all of them")
     parser.add_argument("--seed", type=int, default=0)
     parser.set_defaults(func=_train_run)
 

@@ -1,10 +1,13 @@
 """Host devices: split a multi-core CPU into several XLA devices.
 
 XLA runs one small computation (a training step of a CG SchNet, a block of replicas) on one CPU
-device with poor use of a second core. Split into one device per core, the same work sharded over
-the devices (data-parallel training in ``jaxcg.train.fit``, replicas in ``jaxcg.simulate``) keeps
-every core busy: 1.5x the training frames/s and 1.4x the replica-steps/s on a 2-core x86 CPU
-(``benchmarks/bench_train.py``, ``benchmarks/bench_simulate.py --host-devices 2``).
+device with poor use of a second core when its work is gathers and elementwise ops rather than
+large matmuls. Split into one device per core, the same work sharded over the devices (replicas
+in ``jaxcg.simulate`` by default, batches in ``jaxcg.train.fit(devices="auto")``) keeps every
+core busy. On a 2-core x86 CPU (``benchmarks/bench_simulate.py``, ``benchmarks/bench_train.py``):
+1.3x (exact filters) to 1.7x (tabulated filters) the replica-steps/s of a 10-bead SchNet, and
+1.4x the training frames/s with tabulated filters (0.9x with exact ones, whose per-pair matmuls
+already use both cores).
 
 JAX reads the device count once, when it starts its backends (at the first computation), so
 ``use_host_devices`` must run before that; ``jaxcg``'s command line does so.

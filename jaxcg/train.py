@@ -264,7 +264,7 @@ def fit(
     out_dir: str | Path | None = None,
     resume: bool = False,
     progress: ProgressFn | None = None,
-    devices: list[jax.Device] | str | None = "auto",
+    devices: list[jax.Device] | str | None = None,
 ) -> TrainResult:
     """Train ``params`` of ``energy`` by force matching.
 
@@ -280,10 +280,11 @@ def fit(
       progress: called as ``progress(epoch, step, steps_per_epoch, None)`` after each step and
         ``progress(epoch, steps_per_epoch, steps_per_epoch, metrics)`` after each epoch.
       devices: devices for data parallelism (batch sharded over them, parameters replicated;
-        ``batch_size`` must be a multiple of their number); None: the first local device;
-        "auto" (default): every local device if their number divides ``batch_size`` (e.g. the
-        host devices of ``jaxcg.devices.use_host_devices``, 1.5x the frames/s of one device on
-        a 2-core CPU), else the first.
+        ``batch_size`` must be a multiple of their number); None (default): the first local
+        device; "auto": every local device if their number divides ``batch_size``, else the
+        first. On a CPU split by ``jaxcg.devices.use_host_devices``, two devices gave 1.4x the
+        frames/s of one for a SchNet with tabulated filters but 0.9x with exact filters, whose
+        per-pair matmuls already keep both cores busy (``benchmarks/bench_train.py``).
 
     Returns:
       TrainResult with the best-validation parameters.

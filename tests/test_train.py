@@ -134,13 +134,13 @@ def test_sharded_training_matches_single_device():
     np.testing.assert_allclose(one.history[-1]["val_loss"], two.history[-1]["val_loss"], rtol=1e-5)
     with pytest.raises(ValueError, match="batch_size must be a positive multiple of the 2"):
         fit(model.energy, params, x, f, _cfg(batch_size=33), devices=jax.devices()[:2])
-    # the default ("auto") shards over every local device when they divide the batch, else one
-    auto = fit(model.energy, params, x, f, config)
+    # "auto" shards over every local device when they divide the batch, else uses one
+    auto = fit(model.energy, params, x, f, config, devices="auto")
     for a, b in zip(jax.tree.leaves(auto.state.params), jax.tree.leaves(two.state.params), strict=True):
         np.testing.assert_array_equal(a, b)
     odd = _cfg(epochs=1, batch_size=33, learning_rate=1e-2, val_fraction=0.25, n_blocks=4)
-    for a, b in zip(jax.tree.leaves(fit(model.energy, params, x, f, odd).state.params),
-                    jax.tree.leaves(fit(model.energy, params, x, f, odd, devices=None).state.params), strict=True):
+    for a, b in zip(jax.tree.leaves(fit(model.energy, params, x, f, odd, devices="auto").state.params),
+                    jax.tree.leaves(fit(model.energy, params, x, f, odd).state.params), strict=True):
         np.testing.assert_array_equal(a, b)
 
 

@@ -130,7 +130,9 @@ def langevin(
       replica_block: step the replicas in blocks of this many (vmap within a block, a loop over
         blocks), None for all at once. Blocks keep a step's working set in the CPU's caches
         (1.1× faster at 512 replicas of a 10-bead SchNet on a 2-core x86 CPU in
-        ``benchmarks/bench_simulate.py``); "auto" picks 64 on CPU and None on accelerators.
+        ``benchmarks/bench_simulate.py``); "auto" picks 64 on one CPU device, 16 per device when
+        the replicas are split over CPU devices (1.45x over 64 there with tabulated filters at
+        R = 512, measured with ``replica_devices`` on 2 host devices), None on accelerators.
         Results do not depend on it.
       replica_devices: split the replicas over these devices (``shard_map``; each device steps
         its share, in blocks), None for the default device only. "auto" uses every local device
@@ -282,9 +284,12 @@ def _replica_devices(replica_devices: Sequence[jax.Device] | str | None, n_repli
     return devices if len(devices) > 1 else None
 
 
-def _replica_block(replica_block: int | str | None) -> int | None:
+def _replica_block(replica_block: int | str | None, split: bool = False) -> int | None:
+    """Replicas per vmapped block; ``split``: the replicas are spread over several devices."""
     if replica_block == "auto":
-        return 64 if jax.default_backend() == "cpu" else None
+        if jax.default_backend() != "cpu":
+            return None
+        return 16 if split else 64
     if replica_block is None:
         return None
     if isinstance(replica_block, bool) or not isinstance(replica_block, int | np.integer) or replica_block < 1:
@@ -306,7 +311,7 @@ def _make_simulator(
         )
     n_beads = masses.shape[0]
     n_saves = steps_per_chunk // save_every
-    block = _replica_block(replica_block)
+    _replica_block(replica_block)  # checked now; resolved per device layout when traced
     use_nbrs = neighbor_fn is not None
     force_fn = jax.grad(lambda r, **kw: -energy_fn(r, **kw))
 
@@ -374,7 +379,7 @@ def _make_simulator(
 
         return jax.tree_util.tree_map(pick, new, old)
 
-    def one_step(carry, check_force):
+    def one_step(carry, check_force, block):
         sim, overflow = carry
         def step_one(replica):
             return replica_step(*replica, check_force)
@@ -405,22 +410,23 @@ def _make_simulator(
         energy, temp = jax.vmap(per_replica)(sim.integrator, sim.neighbor)
         return sim.integrator.position, energy, temp
 
-    def save_block(carry, _):
+    def save_block(carry, _, block):
         # Langevin/NVE keep the force in the state and check it every step: one step body.
         # Brownian checks forces only at the saved step, which is traced separately.
         n_plain = save_every if has_momentum else save_every - 1
         if n_plain:
             carry, _ = jax.lax.scan(
-                lambda c, _: one_step(c, has_momentum), carry, None, length=n_plain
+                lambda c, _: one_step(c, has_momentum, block), carry, None, length=n_plain
             )
         if not has_momentum:
-            carry, _ = one_step(carry, True)
+            carry, _ = one_step(carry, True, block)
         return carry, observe(carry[0])
 
-    def chunk(sim: SimulationState) -> tuple[SimulationState, ChunkRecord]:
+    def chunk(sim: SimulationState, split: bool = False) -> tuple[SimulationState, ChunkRecord]:
         overflow = sim.alive & False  # derived from a per-replica array: per device under shard_map
+        block = _replica_block(replica_block, split)
         (sim, overflow), (pos, energy, temp) = jax.lax.scan(
-            save_block, (sim, overflow), None, length=n_saves
+            functools.partial(save_block, block=block), (sim, overflow), None, length=n_saves
         )
         return sim, ChunkRecord(pos, energy, temp, overflow)
 
@@ -439,7 +445,8 @@ def _make_simulator(
             state_spec = SimulationState(each, each if use_nbrs else None, each, each, PartitionSpec())
             record_spec = ChunkRecord(along, along, along, each)
             chunk_on_devices[key] = jax.jit(
-                jax.shard_map(chunk, mesh=mesh, in_specs=(state_spec,), out_specs=(state_spec, record_spec))
+                jax.shard_map(functools.partial(chunk, split=True), mesh=mesh, in_specs=(state_spec,),
+                              out_specs=(state_spec, record_spec))
             )
         return chunk_on_devices[key](sim)
 
