@@ -6,8 +6,8 @@ large matmuls. Split into one device per core, the same work sharded over the de
 in ``jaxcg.simulate`` by default, batches in ``jaxcg.train.fit(devices="auto")``) keeps every
 core busy. On a 2-core x86 CPU (``benchmarks/bench_simulate.py``, ``benchmarks/bench_train.py``):
 1.3x (exact filters) to 1.7x (tabulated filters) the replica-steps/s of a 10-bead SchNet, and
-1.4x the training frames/s with tabulated filters (0.9x with exact ones, whose per-pair matmuls
-already use both cores).
+1.4-1.5x the training frames/s with tabulated filters (0.9-1.05x with exact ones, whose per-pair
+matmuls already use both cores).
 
 JAX reads the device count once, when it starts its backends (at the first computation), so
 ``use_host_devices`` must run before that; ``jaxcg``'s command line does so.

@@ -282,9 +282,9 @@ def fit(
       devices: devices for data parallelism (batch sharded over them, parameters replicated;
         ``batch_size`` must be a multiple of their number); None (default): the first local
         device; "auto": every local device if their number divides ``batch_size``, else the
-        first. On a CPU split by ``jaxcg.devices.use_host_devices``, two devices gave 1.4x the
-        frames/s of one for a SchNet with tabulated filters but 0.9x with exact filters, whose
-        per-pair matmuls already keep both cores busy (``benchmarks/bench_train.py``).
+        first. On a CPU split by ``jaxcg.devices.use_host_devices``, two devices gave 1.4-1.5x
+        the frames/s of one for a SchNet with tabulated filters but 0.9-1.05x with exact
+        filters, whose per-pair matmuls already keep both cores busy (``benchmarks/bench_train.py``).
 
     Returns:
       TrainResult with the best-validation parameters.

@@ -396,3 +396,5 @@ def test_replicas_split_over_devices_give_the_same_trajectories():
         sim = simulate.langevin(chain_energy, np.full(5, 12.0), TEMPERATURE, 0.002, 1.0, 20, 5,
                                 replica_devices=jax.local_devices()[:2])
         sim.run_chunk(sim.init(jax.random.key(0), jnp.asarray(x0[:5])))
+    with pytest.raises(ValueError, match="replica_devices must be"):
+        simulate.langevin(chain_energy, np.full(5, 12.0), TEMPERATURE, 0.002, 1.0, 20, 5, replica_devices="all")

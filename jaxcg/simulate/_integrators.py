@@ -80,7 +80,8 @@ class Simulator(NamedTuple):
 
     Attributes:
       init: ``init(key, positions (R, N, 3) nm, neighbor=None) -> SimulationState``.
-      run_chunk: jitted ``run_chunk(state) -> (state, ChunkRecord)``, ``steps_per_chunk`` steps.
+      run_chunk: ``run_chunk(state) -> (state, ChunkRecord)``, ``steps_per_chunk`` steps in one
+        jitted call (on one device, or split over ``replica_devices``).
       allocate_neighbors: ``allocate_neighbors(positions (R, N, 3), min_occupancy=0, exact=False)``
         -> a NeighborList batched over replicas, or None when no neighbour list is used.
       set_neighbors: ``set_neighbors(state, neighbor) -> state`` installs a (re-allocated)
@@ -312,6 +313,8 @@ def _make_simulator(
     n_beads = masses.shape[0]
     n_saves = steps_per_chunk // save_every
     _replica_block(replica_block)  # checked now; resolved per device layout when traced
+    if isinstance(replica_devices, str) and replica_devices != "auto":
+        raise ValueError(f"replica_devices must be 'auto', None or a sequence of devices, got {replica_devices!r}")
     use_nbrs = neighbor_fn is not None
     force_fn = jax.grad(lambda r, **kw: -energy_fn(r, **kw))
 
