@@ -329,9 +329,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--filter-table", type=int, default=256,
                         help="grid intervals of the jaxcg_table contestant (0: skip it)")
     args = parser.parse_args(argv)
-    if args.host_devices > 1:
-        flag = f"--xla_force_host_platform_device_count={args.host_devices}"
-        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {flag}".strip()
+    from jaxcg.devices import use_host_devices
+
+    use_host_devices(args.host_devices)  # before JAX starts; a no-op once it has
 
     import jax
 

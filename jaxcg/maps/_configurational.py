@@ -76,12 +76,15 @@ def _bead_features(parametrization: MapParametrization, positions: jax.Array) ->
     return jnp.concatenate([distances, jnp.eye(n_beads, dtype=positions.dtype)], axis=1)
 
 
-def _mlp(params: MLPParams, features: jax.Array) -> jax.Array:
-    hidden = features
+def _mlp(params: MLPParams, features: jax.Array) -> tuple[jax.Array, list[jax.Array]]:
+    """(output, pre-activations of the hidden layers) of the SiLU MLP."""
+    hidden, pre_activations = features, []
     for weight, bias in params[:-1]:
-        hidden = jax.nn.silu(hidden @ weight + bias)
+        z = hidden @ weight + bias
+        pre_activations.append(z)
+        hidden = jax.nn.silu(z)
     weight, bias = params[-1]
-    return hidden @ weight + bias
+    return hidden @ weight + bias, pre_activations
 
 
 def _silu_derivative(z: jax.Array) -> jax.Array:
@@ -97,13 +100,7 @@ def _mlp_and_basis_trace(
     s is the diagonal of Jᵀ B, accumulated from the output down the layers with B as the
     cotangent and its atom index c carried along: P ← W_l P, P ← silu'(z) ⊙ P, and finally
     s_c = Σ_h W_1[c, h] P[h, c]. Cost O(H² n) per bead instead of a Jacobian of n columns."""
-    hidden, pre_activations = features, []
-    for weight, bias in params[:-1]:
-        z = hidden @ weight + bias
-        pre_activations.append(z)
-        hidden = jax.nn.silu(z)
-    weight, bias = params[-1]
-    theta = hidden @ weight + bias
+    theta, pre_activations = _mlp(params, features)
     cotangent = basis  # (N, K, n): at the output θ
     for (weight, _), z in zip(reversed(params[1:]), reversed(pre_activations), strict=True):
         cotangent = jnp.einsum("gh,ihc->igc", weight, cotangent) * _silu_derivative(z)[:, :, None]
@@ -134,7 +131,7 @@ def configurational_coefficients(
     parametrization: MapParametrization, params: MLPParams, positions: jax.Array
 ) -> jax.Array:
     """G(r): (N, n) valid force-map coefficients at one configuration ``positions`` (n, 3) nm."""
-    return force_matrix(parametrization, _mlp(params, _bead_features(parametrization, positions)))
+    return force_matrix(parametrization, _mlp(params, _bead_features(parametrization, positions))[0])
 
 
 def configurational_mapped_forces(
