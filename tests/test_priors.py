@@ -207,3 +207,137 @@ def test_prior_energy_is_rotation_and_translation_invariant():
     energy = jax.jit(prior.energy)
     np.testing.assert_allclose(energy(p, jnp.asarray(moved)), energy(p, jnp.asarray(x)), rtol=2e-4)
     assert energy(p, jnp.asarray(x)).dtype == jnp.float32
+
+
+def _alanine_like_phi(rng, n):
+    """φ samples on φ < 0 only (two von Mises basins at −2.6 and −1.3 rad, truncated), the shape
+    of alanine dipeptide's φ marginal, where the molecule never visits φ > 0."""
+    centres = np.where(rng.random(4 * n) < 0.6, -2.6, -1.3)
+    phi = np.angle(np.exp(1j * (centres + rng.vonmises(0.0, 6.0, 4 * n))))
+    return phi[phi < -0.2][:n]
+
+
+def _dihedral_chain(rng, phi):
+    n = len(phi)
+    return _chain(
+        _sample_bond(rng, 3000.0, 0.38, n), _sample_bond(rng, 3000.0, 0.38, n), _sample_bond(rng, 3000.0, 0.38, n),
+        _sample_angle(rng, 60.0, 1.9, n), _sample_angle(rng, 60.0, 1.9, n), phi,
+    )
+
+
+def _least_squares_over_populated_bins(phi, n_harmonics, bins=60):
+    """The textbook (and previous) fit: −kT log p over populated bins only, least squares."""
+    counts, edges = np.histogram(phi, bins=bins, range=(-np.pi, np.pi))
+    centres = 0.5 * (edges[1:] + edges[:-1])
+    keep = counts > 0
+    n = np.arange(1, n_harmonics + 1)
+    basis = np.concatenate([np.ones((keep.sum(), 1)), np.cos(centres[keep, None] * n),
+                            np.sin(centres[keep, None] * n)], axis=1)
+    w = np.sqrt(counts[keep])
+    coef, *_ = np.linalg.lstsq(basis * w[:, None], -KT * np.log(counts[keep] / counts.sum()) * w, rcond=None)
+    return coef[1 : n_harmonics + 1], coef[n_harmonics + 1 :]
+
+
+@pytest.mark.parametrize("n_harmonics", [3, 4, 6])
+def test_dihedral_prior_rises_where_there_is_no_data(n_harmonics):
+    rng = np.random.default_rng(7)
+    phi = _alanine_like_phi(rng, 20_000)
+    prior = fit_prior(_cg_data(_dihedral_chain(rng, phi), [[0, 1], [1, 2], [2, 3]]), n_harmonics=n_harmonics)
+    (profile,) = [p for p in prior.profiles if p.kind == "dihedral"]
+    grid = np.linspace(-np.pi, np.pi, 721)
+    h = np.arange(1, n_harmonics + 1)
+    energy = (np.cos(np.outer(grid, h)) @ np.asarray(prior.params.dihedral_cos[0], np.float64)
+              + np.sin(np.outer(grid, h)) @ np.asarray(prior.params.dihedral_sin[0], np.float64))
+    inside = energy[(grid > -2.9) & (grid < -1.0)].min()
+    # several kT above the basin everywhere on the side the data never visit
+    assert energy[(grid > 0.5) & (grid < 2.5)].min() - inside > 4 * KT
+    assert profile.well_outside == 0.0
+    # the profile is the same function, shifted to 0 at its minimum over the populated bins
+    populated_min = (np.cos(np.outer(profile.grid, h)) @ np.asarray(prior.params.dihedral_cos[0], np.float64)
+                     + np.sin(np.outer(profile.grid, h)) @ np.asarray(prior.params.dihedral_sin[0], np.float64))
+    np.testing.assert_allclose(profile.energy, populated_min - populated_min[profile.populated].min(), atol=1e-3)
+
+
+@pytest.fixture(scope="module")
+def alanine_backbone_phi_negative():
+    """The bundled alanine dipeptide's five backbone atoms (C N CA C N) as CG beads, frames with
+    φ < 0 only (the molecule's φ > 0 region holds 3 of 20,000 frames; they are dropped)."""
+    from jaxcg.analysis import dihedrals
+    from jaxcg.experiments.alanine import LEVELS
+    from jaxcg.reference import bundled_dataset
+
+    data = bundled_dataset("alanine_dipeptide_vacuum")
+    x = data.positions[:, data.topology.select(LEVELS["backbone"].selection)]
+    phi = dihedrals(x, np.array([[0, 1, 2, 3]]))[:, 0]
+    return x[phi < 0], phi[phi < 0]
+
+
+def _fourier_energy(grid, cos_coef, sin_coef):
+    h = np.arange(1, len(cos_coef) + 1)
+    return (np.cos(np.outer(grid, h)) @ np.asarray(cos_coef, np.float64)
+            + np.sin(np.outer(grid, h)) @ np.asarray(sin_coef, np.float64))
+
+
+@pytest.mark.parametrize("n_harmonics", [3, 4])
+def test_alanine_phi_prior_rises_at_positive_phi(alanine_backbone_phi_negative, n_harmonics):
+    """Real data: the φ prior of alanine dipeptide's backbone model is several kT above its basin
+    all over φ > 0, where no frame lies, and no term is lower outside its data than inside."""
+    x, phi = alanine_backbone_phi_negative
+    prior = fit_prior(_cg_data(x, [[0, 1], [1, 2], [2, 3], [3, 4]]), n_harmonics=n_harmonics)
+    grid = np.linspace(-np.pi, np.pi, 721)
+    d = [tuple(q) for q in prior.terms.dihedrals.tolist()].index((0, 1, 2, 3))
+    energy = _fourier_energy(grid, prior.params.dihedral_cos[d], prior.params.dihedral_sin[d])
+    inside = energy[(grid > phi.min()) & (grid < phi.max())].min()
+    assert energy[(grid > 0.3) & (grid < 2.5)].min() - inside > 4 * KT
+    assert all(p.well_outside == 0.0 for p in prior.profiles)
+
+
+def test_least_squares_over_populated_bins_invents_a_well_and_fit_prior_warns(
+    alanine_backbone_phi_negative, monkeypatch
+):
+    """The textbook fit on the same frames puts its deepest point at φ > 0 (the bug this prior
+    fit replaces); fit_prior's profile check catches such a term and names it."""
+    import jaxcg.priors as priors
+
+    x, phi = alanine_backbone_phi_negative
+    cos_coef, sin_coef = _least_squares_over_populated_bins(phi, 3)
+    grid = np.linspace(-np.pi, np.pi, 721)
+    energy = _fourier_energy(grid, cos_coef, sin_coef)
+    assert energy[(grid > 0.3) & (grid < 2.5)].min() < energy[(grid > phi.min()) & (grid < phi.max())].min() - 40 * KT
+    monkeypatch.setattr(priors, "_fourier_fit",
+                        lambda values, kT, h, weights: _least_squares_over_populated_bins(values, h))
+    with pytest.warns(priors.PriorWellWarning, match=r"dihedral prior on beads \[0, 1, 2, 3\]"):
+        prior = fit_prior(_cg_data(x, [[0, 1], [1, 2], [2, 3], [3, 4]]), n_harmonics=3)
+    (profile,) = [p for p in prior.profiles if p.beads == (0, 1, 2, 3)]
+    assert profile.well_outside > 40 * KT
+
+
+def test_bond_and_angle_profiles_rise_on_both_sides_of_the_data():
+    rng = np.random.default_rng(8)
+    n = 20_000
+    x = _chain(_sample_bond(rng, 3000.0, 0.38, n), _sample_bond(rng, 3000.0, 0.38, n), np.full(n, 0.38),
+               _sample_angle(rng, 60.0, 1.9, n), np.full(n, 1.5), np.zeros(n))[:, :3]
+    prior = fit_prior(_cg_data(x, [[0, 1], [1, 2]]))
+    for profile in prior.profiles:
+        assert profile.kind in ("bond", "angle") and profile.well_outside == 0.0
+        populated = np.flatnonzero(profile.populated)
+        below, above = profile.energy[: populated[0]], profile.energy[populated[-1] + 1 :]
+        assert below.size and above.size and below.min() > 2 * KT and above.min() > 0.5 * KT
+        # the fitted harmonic follows the data's own −kT log(p/J) where the data are dense
+        dense = profile.populated & (profile.empirical < 2 * KT)
+        np.testing.assert_allclose(profile.energy[dense], profile.empirical[dense], atol=0.6 * KT)
+
+
+def test_maximum_likelihood_dihedral_fit_recovers_weighted_samples():
+    """Frame weights are honoured: samples of a flat density reweighted to a Fourier density give
+    that density's coefficients."""
+    from jaxcg.priors import _fourier_fit
+
+    rng = np.random.default_rng(9)
+    cos_coef, sin_coef = np.array([3.0, -1.0]), np.array([1.0, 0.5])
+    phi = rng.uniform(-np.pi, np.pi, 400_000)
+    h = np.arange(1, 3)
+    u = np.cos(np.outer(phi, h)) @ cos_coef + np.sin(np.outer(phi, h)) @ sin_coef
+    a, b = _fourier_fit(phi, KT, 2, np.exp(-u / KT))
+    np.testing.assert_allclose(a, cos_coef, atol=0.1)
+    np.testing.assert_allclose(b, sin_coef, atol=0.1)
