@@ -1,4 +1,4 @@
-"""The ``jaxcg`` command: ``demo``, ``reference``, ``train``, ``simulate``, ``analyze``.
+"""The ``jaxcg`` command: ``demo``, ``reference``, ``train``, ``simulate``, ``analyze``, ``evaluate``.
 
 Stateful wrappers (progress bars, files) live here, on top of the pure library.
 """
@@ -9,6 +9,10 @@ import argparse
 import sys
 
 from jaxcg.devices import use_host_devices
+from jaxcg.pipeline import DEFAULT_TRAIN
+from jaxcg.pipeline import ModelSpec as _ModelSpec
+
+MODEL = _ModelSpec()
 
 
 def _add_reference_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -84,22 +88,27 @@ def _add_train_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="CG data .npz (positions (T, N, 3) nm, forces (T, N, 3) kJ/mol/nm, "
                         "bead_types (N,), bonds (B, 2), temperature K) or an all-atom jaxcg "
                         "dataset .h5 mapped with --map/--selection")
-    parser.add_argument("--map", choices=["slice", "basic", "optimal"], default="slice",
-                        help="force map for an .h5 dataset (default slice)")
-    parser.add_argument("--selection", default="name CA", help="mdtraj selection of the beads")
+    parser.add_argument("--map", choices=["slice", "basic", "optimal"], default="optimal",
+                        help="force map for an .h5 dataset (default optimal: the valid map of least "
+                        "noise; slice is invalid under constraints)")
+    parser.add_argument("--selection", default="name CA",
+                        help="mdtraj selection of the beads, one atom each (default 'name CA'); "
+                        "beads are typed by (residue name, atom name)")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints")
-    parser.add_argument("--epochs", type=int, default=50)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--lr", type=float, default=1e-3, help="peak learning rate")
-    parser.add_argument("--schedule", choices=["cosine", "constant"], default="cosine")
-    parser.add_argument("--val-fraction", type=float, default=0.1)
-    parser.add_argument("--patience", type=int, default=10)
-    parser.add_argument("--features", type=int, default=128)
-    parser.add_argument("--blocks", type=int, default=2)
-    parser.add_argument("--rbf", type=int, default=32)
-    parser.add_argument("--cutoff", type=float, default=1.2, help="nm")
-    parser.add_argument("--exclusion-hops", type=int, default=0,
+    parser.add_argument("--epochs", type=int, default=DEFAULT_TRAIN.epochs,
+                        help=f"epochs (default {DEFAULT_TRAIN.epochs}; the best validation epoch is kept)")
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_TRAIN.batch_size)
+    parser.add_argument("--lr", type=float, default=DEFAULT_TRAIN.learning_rate, help="peak learning rate")
+    parser.add_argument("--schedule", choices=["cosine", "constant"], default=DEFAULT_TRAIN.schedule)
+    parser.add_argument("--val-fraction", type=float, default=DEFAULT_TRAIN.val_fraction)
+    parser.add_argument("--patience", type=int, default=DEFAULT_TRAIN.patience,
+                        help="stop after this many epochs without validation improvement (default: never)")
+    parser.add_argument("--features", type=int, default=MODEL.features)
+    parser.add_argument("--blocks", type=int, default=MODEL.blocks)
+    parser.add_argument("--rbf", type=int, default=MODEL.rbf)
+    parser.add_argument("--cutoff", type=float, default=MODEL.cutoff, help="nm")
+    parser.add_argument("--exclusion-hops", type=int, default=MODEL.exclusion_hops,
                         help="leave pairs at most this many bonds apart out of the SchNet")
     parser.add_argument("--no-prior", action="store_true", help="train the SchNet alone")
     parser.add_argument("--devices", type=int, default=1,
@@ -110,7 +119,7 @@ def _add_train_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _train_load_cg(args: argparse.Namespace):
-    """CGData from an npz of CG arrays or a mapped all-atom .h5 dataset."""
+    """(CGData, how it was made) from an npz of CG arrays or a mapped all-atom .h5 dataset."""
     import numpy as np
 
     from jaxcg import maps
@@ -126,14 +135,16 @@ def _train_load_cg(args: argparse.Namespace):
                 bead_types=archive["bead_types"], bonds=archive["bonds"],
                 temperature=float(archive["temperature"]),
                 weights=archive["weights"] if "weights" in archive else None,
-            )
+            ), {"data": args.data}
     data = load_dataset(args.data)
     linear_map = maps.slice_map(data.topology, args.selection)
     if args.map == "basic":
         linear_map = maps.basic_aggregation_map(linear_map, data.constraints)
     elif args.map == "optimal":
         linear_map = maps.optimal_linear_map(data, linear_map)
-    return maps.map_dataset(data, linear_map)
+    cg = maps.map_dataset(data, linear_map)
+    return cg, {"data": args.data, "map": args.map, "selection": args.selection,
+                "masses": np.asarray(cg.masses).tolist()}
 
 
 def _train_run(args: argparse.Namespace) -> int:
@@ -141,31 +152,24 @@ def _train_run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     import jax
-    import jax.numpy as jnp
     from tqdm import tqdm
 
-    from jaxcg import train
-    from jaxcg.priors import fit_prior
-    from jaxcg.saved_model import build_model, model_spec, save_model
+    from jaxcg import pipeline, train
+    from jaxcg.saved_model import model_spec, save_model
 
     try:
-        cg = _train_load_cg(args)
+        cg, made_from = _train_load_cg(args)
     except (ValueError, OSError, KeyError) as err:
         print(f"jaxcg train: error: {err}", file=sys.stderr)
         return 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    prior = None if args.no_prior else fit_prior(cg)
-    spec = model_spec(cg, prior, args.features, args.blocks, args.rbf, args.cutoff, args.exclusion_hops)
-    _, net, prior = build_model(spec)
-    targets = cg.forces
-    if prior is not None:
-        targets = train.delta_forces(prior.energy, prior.init(None, jnp.zeros((cg.n_beads, 3))), cg.positions, cg.forces)
+    spec = pipeline.ModelSpec(features=args.features, blocks=args.blocks, rbf=args.rbf, cutoff=args.cutoff,
+                              exclusion_hops=args.exclusion_hops, prior=not args.no_prior)
     config = train.TrainConfig(
         epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr, schedule=args.schedule,
         val_fraction=args.val_fraction, patience=args.patience, seed=args.seed,
     )
-    params = net.init(jax.random.key(args.seed), jnp.asarray(cg.positions[0], jnp.float32))
     with tqdm(total=args.epochs, unit="epoch", desc="force matching") as bar:
 
         def progress(epoch: int, step: int, steps: int, metrics: dict | None) -> None:
@@ -176,22 +180,24 @@ def _train_run(args: argparse.Namespace) -> int:
             bar.update(epoch + 1 - bar.n)
 
         try:
-            result = train.fit(net.energy, params, cg.positions, targets, config, weights=cg.weights,
-                               out_dir=out, resume=args.resume, progress=progress,
-                               devices=jax.local_devices()[: args.devices] if args.devices else "auto")
+            trained = pipeline.train_cg_model(
+                cg, spec, config, seed=args.seed, out_dir=out, resume=args.resume, progress=progress,
+                devices=jax.local_devices()[: args.devices] if args.devices else "auto",
+            )
         except (ValueError, FloatingPointError) as err:
             print(f"jaxcg train: error: {err}", file=sys.stderr)
             return 2
-    final = result.params if prior is None else {"prior": prior.params, "net": result.params}
-    save_model(out, spec, final, extra={"train": dataclasses.asdict(config)})
+    saved = model_spec(cg, trained.prior, spec.features, spec.blocks, spec.rbf, spec.cutoff, spec.exclusion_hops)
+    save_model(out, saved, trained.params, extra={"train": dataclasses.asdict(config), "cg": made_from})
     (out / "energy.py").write_text(
         '"""Energy of the CG model trained here, for `jaxcg simulate --energy energy.py:energy`."""\n'
         "from pathlib import Path\n\nfrom jaxcg.saved_model import load_energy\n\n\n"
         "def energy(filter_table=None):\n"
         "    return load_energy(Path(__file__).resolve().parent, filter_table=filter_table)\n"
     )
-    best = min((row.get("val_loss", row["train_loss"]) for row in result.history), default=float("nan"))
-    print(f"wrote {out} ({len(result.history)} epochs, best loss {best:.4g} (kJ/mol/nm)^2)")
+    history = trained.result.history
+    best = min((row.get("val_loss", row["train_loss"]) for row in history), default=float("nan"))
+    print(f"wrote {out} ({len(history)} epochs, best loss {best:.4g} (kJ/mol/nm)^2)")
     return 0
 
 
@@ -461,6 +467,103 @@ def _analyze_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_evaluate_parser(subparsers: argparse._SubParsersAction) -> None:
+    """`jaxcg evaluate ...`: judge a trained model by what it samples (jaxcg.evaluate)."""
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="simulate a trained model for long and compare its free-energy surface with the reference",
+        description="Run R replicas of the model in OUT/ (Langevin, started from reference frames), "
+        "histogram two dihedrals of the CG beads, and report KL(reference || CG) with its sampling "
+        "error (two halves of the replicas), its drift (first vs second half of the run), the "
+        "fraction of time in bins the reference never visits and the stopped replicas. Writes "
+        "OUT/evaluation.json, OUT/fes.png|svg and OUT/cg_frames.npz. A CG model is judged by what "
+        "it samples, not by its loss.",
+    )
+    parser.add_argument("--model", required=True, help="folder written by `jaxcg train`")
+    parser.add_argument("--reference", required=True,
+                        help="all-atom jaxcg dataset (.h5), ideally a long run independent of the training data")
+    parser.add_argument("--selection", default=None,
+                        help="mdtraj selection of the bead atoms in --reference (default: the model's)")
+    parser.add_argument("--phi", type=int, nargs=4, metavar="B", default=None,
+                        help="beads of the first dihedral (default 0 1 2 3)")
+    parser.add_argument("--psi", type=int, nargs=4, metavar="B", default=None,
+                        help="beads of the second dihedral (default 1 2 3 4)")
+    parser.add_argument("--replicas", type=int, default=100, help="R (default 100)")
+    parser.add_argument("--steps", type=int, default=50_000,
+                        help="steps per replica (default 50,000: 100 ps at 2 fs, 10 ns over 100 replicas)")
+    parser.add_argument("--dt", type=float, default=0.002, help="timestep, ps (default 0.002)")
+    parser.add_argument("--friction", type=float, default=1.0, help="1/ps (default 1)")
+    parser.add_argument("--save-every", type=int, default=100, help="steps between frames (default 100)")
+    parser.add_argument("--bins", type=int, default=36, help="bins per dihedral (default 36, 10 degrees)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.set_defaults(func=_evaluate_run)
+
+
+def _evaluate_run(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    import jax
+    import numpy as np
+    from tqdm import tqdm
+
+    from jaxcg import analysis, evaluate
+    from jaxcg.data import load_dataset
+    from jaxcg.saved_model import load_energy
+
+    try:
+        model_json = Path(args.model) / "model.json"
+        if not model_json.exists():
+            raise ValueError(f"--model {args.model!r} holds no model.json: not a folder written by `jaxcg train`")
+        saved = json.loads(model_json.read_text())
+        made_from = saved.get("cg", {})
+        selection = args.selection or made_from.get("selection")
+        if selection is None:
+            raise ValueError("--selection is required: the model does not record the bead selection")
+        n_beads = len(saved["bead_types"])
+        data = load_dataset(args.reference)
+        atoms = data.topology.select(selection)
+        if len(atoms) != n_beads:
+            raise ValueError(f"--selection {selection!r} picks {len(atoms)} atoms of --reference but the model "
+                             f"has {n_beads} beads")
+        quads = np.array([args.phi or [0, 1, 2, 3], args.psi or [1, 2, 3, 4]])
+        if quads.max() >= n_beads or quads.min() < 0:
+            raise ValueError(f"--phi/--psi must index the model's {n_beads} beads, got {quads.tolist()}")
+        masses = np.asarray(made_from.get("masses") or np.full(n_beads, 100.0))
+        energy = load_energy(args.model)
+    except (ValueError, OSError, KeyError) as err:
+        print(f"jaxcg evaluate: error: {err}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    edges = np.linspace(-np.pi, np.pi, args.bins + 1)
+    temperature = float(saved["temperature"])
+    with tqdm(total=args.steps, unit="step", desc=f"evaluate x{args.replicas}") as bar:
+        report, surfaces, positions = evaluate.evaluate_model(
+            energy, data.positions[:, atoms], lambda x: analysis.dihedrals(x, quads), (edges, edges),
+            masses, temperature, args.replicas, args.steps, jax.random.key(args.seed), dt=args.dt,
+            friction=args.friction, save_every=args.save_every,
+            progress=lambda done, total: bar.update(min(done, total) - bar.n),
+        )
+    settings = {k: v for k, v in vars(args).items() if k != "func"} | {"selection": selection,
+                                                                     "dihedrals": quads.tolist()}
+    analysis.save_metrics(out / "evaluation.json", {"report": report.as_dict(), "settings": settings})
+    np.savez_compressed(out / "cg_frames.npz", positions=positions.astype(np.float32))
+    analysis.plot_fes(surfaces, out / "fes", xlabel=f"dihedral {quads[0].tolist()} / rad",
+                      ylabel=f"dihedral {quads[1].tolist()} / rad")
+    print(f"KL(reference || CG) {report.kl:.4f} nats (replica halves {report.kl_replica_halves[0]:.4f}, "
+          f"{report.kl_replica_halves[1]:.4f}); first/second half {report.kl_time_halves[0]:.4f}/"
+          f"{report.kl_time_halves[1]:.4f}; {100 * report.unvisited_fraction:.2f}% of time where the reference "
+          f"never goes; {len(report.stopped)} of {report.n_replicas} replicas stopped; "
+          f"{report.simulated_ns:.1f} ns")
+    if report.drifting:
+        print("warning: the model drifts away from the reference as it runs (second-half KL exceeds the "
+              "first by more than twice the sampling error)", file=sys.stderr)
+    print(f"wrote {out}")
+    return 0
+
+
 def _add_demo_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "demo", help="water dimer end to end: slice/basic/optimal maps, trained PMFs, figure, report"
@@ -484,6 +587,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_parser(subparsers)
     _add_simulate_parser(subparsers)
     _add_analyze_parser(subparsers)
+    _add_evaluate_parser(subparsers)
     return parser
 
 

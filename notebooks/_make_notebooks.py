@@ -121,7 +121,7 @@ alanine = [
                   "names = ['optimal'] if FAST else ['slice', 'basic', 'optimal']\n"
                   "n_train = 1000 if FAST else 8000\n"
                   "config = TrainConfig(epochs=2 if FAST else 20, batch_size=64, patience=None)\n"
-                  "spec = alanine.ModelSpec(n_features=32, n_interactions=1, n_rbf=16) if FAST else alanine.ModelSpec()\n"
+                  "spec = alanine.ModelSpec(features=32, blocks=1, rbf=16) if FAST else alanine.ModelSpec()\n"
                   "cgs = alanine.cg_datasets(data, {name: maps[name] for name in set(names) | {'optimal'}})\n"
                   "held_out = np.arange(data.n_frames - n_test, data.n_frames)\n"
                   "frames = np.sort(np.random.default_rng(0).permutation(data.n_frames - n_test)[:n_train])\n"

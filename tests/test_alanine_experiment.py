@@ -70,7 +70,7 @@ def test_train_simulate_and_compare(data, maps, tmp_path):
     cgs = cg_datasets(data, {"optimal": maps["optimal"]})
     cg = cgs["optimal"]
     train, test = cg.subset(slice(0, 400)), cg.subset(slice(400, 600))
-    spec = ModelSpec(n_features=16, n_interactions=1, n_rbf=8, cutoff=1.0)
+    spec = ModelSpec(features=16, blocks=1, rbf=8, cutoff=1.0)
     trained = train_model(train, TrainConfig(epochs=1, batch_size=64, patience=None), spec)
     residual = holdout_residual(trained, test.positions, test.forces)
     # The prior alone already explains most of the mapped force (bond stretching).
@@ -115,7 +115,7 @@ def test_ca_cb_level_beads_bonds_maps_and_surface(data):
     reference = reference_ramachandran(data, level=level)
     assert compare_2d(reference, ramachandran(cg.positions, data.kT, level=level))["kl"] == pytest.approx(0.0, abs=1e-9)
     result = run_alanine(data, sizes=(100, 200), config=TrainConfig(epochs=1, batch_size=64, patience=None),
-                         spec=ModelSpec(n_features=8, n_interactions=1, n_rbf=8), test_fraction=0.3,
+                         spec=ModelSpec(features=8, blocks=1, rbf=8), test_fraction=0.3,
                          n_replicas=2, n_steps=100, maps=("basic", "optimal"), level="ca_cb")
     assert result["level"] == "ca_cb" and set(result["fes"]) == {"basic", "optimal"}
     assert all(np.isfinite(v).all() for v in result["residuals"].values())

@@ -43,9 +43,8 @@ from jaxcg.maps import (
     optimal_linear_map,
     slice_map,
 )
-from jaxcg.models import PriorPlusNet, SchNet
-from jaxcg.priors import fit_prior
-from jaxcg.train import TrainConfig, delta_forces, fit
+from jaxcg.pipeline import DEFAULT_MODEL, ModelSpec, TrainedModel, train_cg_model
+from jaxcg.train import TrainConfig
 
 #: The five backbone heavy atoms that carry φ and ψ, in chain order.
 BACKBONE = "(resname ACE and name C) or (resname ALA and (name N or name CA or name C)) or (resname NME and name N)"
@@ -108,26 +107,6 @@ LEVELS = {
 }
 
 
-@dataclasses.dataclass(frozen=True)
-class ModelSpec:
-    """Size of the SchNet on top of the prior (cutoff in nm)."""
-
-    n_features: int = 64
-    n_interactions: int = 2
-    n_rbf: int = 24
-    cutoff: float = 1.0
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainedModel:
-    """A prior + SchNet model and its parameters ``{"prior": ..., "net": ...}``."""
-
-    model: PriorPlusNet
-    params: dict
-    n_train: int
-    seconds: float
-
-
 def backbone_maps(data: AtomisticData, train: AtomisticData, level: CGLevel = LEVELS["backbone"]) -> dict[str, LinearMap]:
     """Slice, basic and optimal maps to the beads of ``level`` (default the five backbone
     beads; optimal fitted on ``train``)."""
@@ -162,22 +141,11 @@ def cg_datasets(data: AtomisticData, maps: dict[str, LinearMap], level: CGLevel 
 
 
 def train_model(
-    cg: CGData, config: TrainConfig, spec: ModelSpec = ModelSpec(), seed: int = 0
+    cg: CGData, config: TrainConfig, spec: ModelSpec = DEFAULT_MODEL, seed: int = 0
 ) -> TrainedModel:
-    """Fit a Boltzmann-inversion prior to ``cg`` and a SchNet to the delta forces (forces minus
-    prior forces) by force matching; returns the combined model U = U_prior + U_net (kJ/mol)."""
-    import time
-
-    start = time.perf_counter()
-    prior = fit_prior(cg)
-    net = SchNet(cg.bead_types, n_features=spec.n_features, n_interactions=spec.n_interactions,
-                 n_rbf=spec.n_rbf, cutoff=spec.cutoff)
-    x = np.asarray(cg.positions, np.float32)
-    targets = delta_forces(prior.energy, prior.params, x, np.asarray(cg.forces, np.float32))
-    params = net.init(jax.random.PRNGKey(seed), jnp.asarray(x[0]))
-    result = fit(net.energy, params, x, targets, config)
-    return TrainedModel(PriorPlusNet(prior, net), {"prior": prior.params, "net": result.params},
-                        cg.n_frames, time.perf_counter() - start)
+    """The library's recipe (``jaxcg.pipeline.train_cg_model``): a Boltzmann-inversion prior fitted
+    to ``cg`` and a SchNet trained on the delta forces; U = U_prior + U_net (kJ/mol)."""
+    return train_cg_model(cg, spec, config, seed)
 
 
 def holdout_residual(trained: TrainedModel, positions: np.ndarray, target: np.ndarray, chunk: int = 2048) -> float:
@@ -282,7 +250,7 @@ def run_alanine(
     data: AtomisticData,
     sizes: tuple[int, ...] = (500, 2000, 8000),
     config: TrainConfig = DEFAULT_TRAIN,
-    spec: ModelSpec = ModelSpec(),
+    spec: ModelSpec = DEFAULT_MODEL,
     test_fraction: float = 0.2,
     n_replicas: int = 16,
     n_steps: int = 20000,

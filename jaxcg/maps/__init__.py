@@ -1,7 +1,7 @@
 """Linear coarse-graining maps: positions x = M r, forces f = G F."""
 
 from jaxcg.maps._builders import basic_aggregation_map, com_map, slice_map
-from jaxcg.maps._cg_data import cg_topology, map_dataset
+from jaxcg.maps._cg_data import bead_types_by_atom, cg_topology, map_dataset
 from jaxcg.maps._checks import MapReport, MapValidityError, check_map
 from jaxcg.maps._configurational import (
     configurational_coefficients,
@@ -54,6 +54,7 @@ __all__ = [
     "force_matrix",
     "force_second_moment",
     "init_configurational_map",
+    "bead_types_by_atom",
     "map_dataset",
     "mean_squared_configurational_force",
     "mean_squared_mapped_force",

@@ -33,6 +33,15 @@ def cg_topology(topology: md.Topology, linear_map: LinearMap) -> md.Topology:
     return cg
 
 
+def bead_types_by_atom(topology: md.Topology, linear_map: LinearMap) -> np.ndarray:
+    """(N,) int32 bead types: one per distinct (residue name, atom name) of the beads' dominant
+    atoms, numbered in sorted order. Beads that play the same role in the same kind of residue
+    share a type; beads that differ in either do not."""
+    keys = [(topology.atom(int(a)).residue.name, topology.atom(int(a)).name) for a in _dominant_atoms(linear_map)]
+    vocabulary = sorted(set(keys))
+    return np.array([vocabulary.index(k) for k in keys], dtype=np.int32)
+
+
 def map_dataset(
     data: AtomisticData,
     linear_map: LinearMap,
@@ -45,8 +54,10 @@ def map_dataset(
     Args:
       data: all-atom frames (T, n, 3).
       linear_map: the (M, G) map with n atoms and N beads.
-      bead_types: (N,) int types; default: one type per distinct residue name of the beads'
-        dominant atoms (sorted by name), the usual choice for CA models.
+      bead_types: (N,) int types; default: one type per distinct (residue name, atom name) of
+        the beads' dominant atoms, numbered in sorted order (``bead_types_by_atom``). For a CA
+        model this is one type per residue name; for a backbone model the N, CA and C of a
+        residue get three types.
       bonds: (B, 2) bonded bead pairs; default: consecutive beads within a chain.
       chunk_size: frames per device call.
 
@@ -64,9 +75,7 @@ def map_dataset(
     topology = cg_topology(data.topology, linear_map)
     dominant = [data.topology.atom(int(a)) for a in _dominant_atoms(linear_map)]
     if bead_types is None:
-        names = [a.residue.name for a in dominant]
-        vocabulary = sorted(set(names))
-        bead_types = np.array([vocabulary.index(n) for n in names], dtype=np.int32)
+        bead_types = bead_types_by_atom(data.topology, linear_map)
     if bonds is None:
         bonds = np.array([[b.atom1.index, b.atom2.index] for b in topology.bonds], dtype=np.int64).reshape(-1, 2)
     masses = np.array(

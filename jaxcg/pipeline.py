@@ -1,0 +1,115 @@
+"""The default CG model recipe: a Boltzmann-inversion prior plus a SchNet trained on the delta
+forces, with one set of defaults shared by the library, the ``jaxcg train`` command and the
+experiments.
+
+Defaults (``ModelSpec()``, ``DEFAULT_TRAIN``) were chosen on alanine dipeptide's backbone, judged
+by the free-energy surface the model samples over a long run (``jaxcg.evaluate``), not by its
+validation loss; see docs/results/alanine_fidelity.md for the measurement.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxcg.data import CGData
+from jaxcg.models import PriorPlusNet, SchNet
+from jaxcg.priors import Prior, fit_prior
+from jaxcg.train import TrainConfig, TrainResult, delta_forces, fit
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """Size of the SchNet on top of the prior, and the prior's settings.
+
+    Attributes:
+      features: width of the atom-wise features. blocks: interaction blocks. rbf: radial basis
+        functions of the filters. cutoff: nm, pairs further apart do not interact through the
+        SchNet. exclusion_hops: pairs at most this many bonds apart are left out of the SchNet
+        (0: none). prior: fit a Boltzmann-inversion prior and train on delta forces.
+      n_harmonics: Fourier terms per dihedral of the prior.
+    """
+
+    features: int = 64
+    blocks: int = 2
+    rbf: int = 32
+    cutoff: float = 1.2
+    exclusion_hops: int = 0
+    prior: bool = True
+    n_harmonics: int = 4
+
+
+#: Model defaults of the recipe.
+DEFAULT_MODEL = ModelSpec()
+#: Training defaults of the recipe: Adam, cosine decay, best validation epoch kept.
+DEFAULT_TRAIN = TrainConfig(epochs=50, batch_size=128, learning_rate=1e-3, schedule="cosine", patience=None)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainedModel:
+    """A trained CG model: ``model.energy(params, x (N, 3) nm) -> kJ/mol``.
+
+    Attributes:
+      model: ``PriorPlusNet`` (or the SchNet alone when ``spec.prior`` is False).
+      params: its parameters (``{"prior": ..., "net": ...}`` with a prior).
+      net: the SchNet. prior: the fitted ``Prior`` or None.
+      result: the ``TrainResult`` of the SchNet (history, final state).
+      seconds: wall time of prior fit + training.
+    """
+
+    model: Any
+    params: Any
+    net: SchNet
+    prior: Prior | None
+    result: TrainResult
+    seconds: float
+
+    def energy_fn(self) -> Callable[[jax.Array], jax.Array]:
+        """``energy(x (N, 3) nm) -> kJ/mol`` with the parameters bound."""
+        return lambda x: self.model.energy(self.params, x)
+
+
+def train_cg_model(
+    cg: CGData,
+    spec: ModelSpec = ModelSpec(),
+    config: TrainConfig = DEFAULT_TRAIN,
+    seed: int = 0,
+    out_dir: str | Path | None = None,
+    resume: bool = False,
+    progress=None,
+    devices=None,
+) -> TrainedModel:
+    """Fit the prior to ``cg`` (Boltzmann inversion), then the SchNet to the delta forces.
+
+    Args:
+      cg: CG data: positions (T, N, 3) nm, forces (T, N, 3) kJ/mol/nm, bead types, bonds, K.
+      spec: model size and prior settings. config: training hyperparameters.
+      seed: seed of the SchNet's initial parameters (shuffling and split use ``config.seed``).
+      out_dir, resume, progress, devices: as in ``jaxcg.train.fit``.
+
+    Returns:
+      TrainedModel with the best-validation SchNet parameters.
+    """
+    start = time.perf_counter()
+    prior = fit_prior(cg, n_harmonics=spec.n_harmonics) if spec.prior else None
+    net = SchNet(cg.bead_types, n_features=spec.features, n_interactions=spec.blocks, n_rbf=spec.rbf,
+                 cutoff=spec.cutoff, bonds=np.asarray(cg.bonds).reshape(-1, 2),
+                 exclusion_hops=spec.exclusion_hops)
+    x = np.asarray(cg.positions, np.float32)
+    targets = np.asarray(cg.forces, np.float32)
+    if prior is not None:
+        targets = delta_forces(prior.energy, prior.params, x, targets)
+    params = net.init(jax.random.key(seed), jnp.asarray(x[0]))
+    result = fit(net.energy, params, x, targets, config, weights=cg.weights, out_dir=out_dir,
+                 resume=resume, progress=progress, devices=devices)
+    if prior is None:
+        return TrainedModel(net, result.params, net, None, result, time.perf_counter() - start)
+    return TrainedModel(PriorPlusNet(prior, net), {"prior": prior.params, "net": result.params}, net, prior,
+                        result, time.perf_counter() - start)
