@@ -4,12 +4,13 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test test-slow lint bench clean
+.PHONY: install demo test test-slow lint docs bench clean
 
-$(STAMP): pyproject.toml
+# constraints.txt pins the exact versions the tests pass with (pyproject.toml has lower bounds).
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[all,test]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[all,test]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -26,8 +27,12 @@ test-slow: install
 lint: install
 	$(VENV)/bin/ruff check jaxcg tests benchmarks
 
+# The API reference is generated from the docstrings; warnings fail the build.
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
+
 bench: install
 	$(PY) benchmarks/bench_maps.py
 
 clean:
-	rm -rf $(VENV) demo-output .pytest_cache
+	rm -rf $(VENV) demo-output .pytest_cache site .cache/mkdocs-jupyter
