@@ -588,15 +588,33 @@ def build_parser() -> argparse.ArgumentParser:
     _add_simulate_parser(subparsers)
     _add_analyze_parser(subparsers)
     _add_evaluate_parser(subparsers)
+    for name in _RECORDED:
+        subparsers.choices[name].add_argument(
+            "--config", default=None, metavar="FILE.toml",
+            help=f"read options from a TOML file (command-line options win); every run writes its "
+            f"resolved settings to OUT/jaxcg-{name}.toml (OUT.toml beside an .h5 output) to repeat it",
+        )
     return parser
 
 
+#: Commands whose resolved settings are written beside their output.
+_RECORDED = ("reference", "train", "simulate", "evaluate")
+
+
 def main(argv: list[str] | None = None) -> int:
+    from jaxcg.run_config import parse_with_config, resolved_path, write_resolved
+
     # One XLA device per CPU core (unless XLA_FLAGS says otherwise): training and simulation
     # shard their batches and replicas over them. Must precede JAX's first computation.
     use_host_devices()
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_with_config(parser, list(sys.argv[1:] if argv is None else argv))
+    if args.command in _RECORDED:
+        try:
+            write_resolved(args, resolved_path(args))
+        except OSError as err:
+            print(f"jaxcg {args.command}: error: cannot write to --out {args.out!r}: {err}", file=sys.stderr)
+            return 2
     return int(args.func(args) or 0)
 
 
