@@ -35,7 +35,7 @@ __version__ = "0.1.0"
 
 # Heavier stages load on first use: ``jaxcg.models``, ``jaxcg.train``, ``jaxcg.simulate``, ...
 _SUBMODULES = (
-    "analysis", "experiments", "joint", "models", "priors", "reference", "saved_model", "simulate", "train",
+    "analysis", "experiments", "geometry", "joint", "models", "priors", "reference", "saved_model", "simulate", "train",
 )
 
 
