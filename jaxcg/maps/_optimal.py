@@ -286,7 +286,7 @@ def optimal_linear_map(
     moment = force_second_moment(source, expansion=expand, chunk_size=chunk_size, precision=precision)
     force = solve_optimal_force_map(moment.mean, config, constraints, l2, reduced=True)
     dtype = jnp.result_type(float)
-    return LinearMap(config=jnp.asarray(config, dtype=dtype), force=jnp.asarray(force, dtype=dtype))
+    return LinearMap.validated(config=jnp.asarray(config, dtype=dtype), force=jnp.asarray(force, dtype=dtype))
 
 
 def _n_atoms(source: ForceSource) -> int:
