@@ -35,8 +35,8 @@ __version__ = "0.1.0"
 
 # Heavier stages load on first use: ``jaxcg.models``, ``jaxcg.train``, ``jaxcg.simulate``, ...
 _SUBMODULES = (
-    "analysis", "evaluate", "experiments", "joint", "models", "pipeline", "priors", "reference", "saved_model",
-    "simulate", "train",
+    "analysis", "evaluate", "experiments", "geometry", "joint", "models", "pipeline", "priors", "reference",
+    "saved_model", "simulate", "train",
 )
 
 

@@ -15,6 +15,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from jaxcg import geometry
+
 #: Probability given to bins that are empty in the model histogram, before renormalising.
 KL_FLOOR = 1.0e-8
 
@@ -45,22 +47,13 @@ class FreeEnergy2D(NamedTuple):
 def pair_distances(positions: np.ndarray, pairs: np.ndarray) -> np.ndarray:
     """Distances (T, P) nm between bead pairs ``pairs`` (P, 2) in ``positions`` (T, N, 3) nm."""
     positions = _frames(positions, "positions")
-    pairs = _index_array(pairs, 2, positions.shape[1], "pairs")
-    diff = positions[:, pairs[:, 0]] - positions[:, pairs[:, 1]]
-    return np.linalg.norm(diff, axis=-1)
+    return geometry.distances(positions, _index_array(pairs, 2, positions.shape[1], "pairs"))
 
 
 def dihedrals(positions: np.ndarray, quadruplets: np.ndarray) -> np.ndarray:
     """Dihedral angles (T, Q) in radians (-pi, pi] of bead quadruplets (Q, 4), IUPAC sign."""
     positions = _frames(positions, "positions")
-    quads = _index_array(quadruplets, 4, positions.shape[1], "quadruplets")
-    p0, p1, p2, p3 = (positions[:, quads[:, k]] for k in range(4))
-    b0, b1, b2 = p1 - p0, p2 - p1, p3 - p2
-    n1, n2 = np.cross(b0, b1), np.cross(b1, b2)
-    m1 = np.cross(b1 / np.linalg.norm(b1, axis=-1, keepdims=True), n1)
-    x = np.sum(n1 * n2, axis=-1)
-    y = np.sum(m1 * n2, axis=-1)
-    return np.arctan2(y, x)
+    return geometry.dihedrals(positions, _index_array(quadruplets, 4, positions.shape[1], "quadruplets"))
 
 
 def kabsch_rmsd(positions: np.ndarray, reference: np.ndarray) -> np.ndarray:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import mdtraj as md
 import numpy as np
 
+from jaxcg.geometry import distances
+
 _TOPOLOGY_KINDS = ("HBonds", "AllBonds")
 
 
@@ -76,13 +78,10 @@ def constraints_from_trajectory(
         )
         positions = positions[np.sort(frames)]
     positions = positions.astype(np.float64)
-    i, j = np.triu_indices(positions.shape[1], k=1)
-    first = np.linalg.norm(positions[0, i] - positions[0, j], axis=-1)
-    near = first < max_distance
-    i, j = i[near], j[near]
-    distances = np.linalg.norm(positions[:, i] - positions[:, j], axis=-1)
-    rigid = distances.std(axis=0) < threshold
-    return _as_pairs(np.stack([i[rigid], j[rigid]], axis=1))
+    pairs = np.stack(np.triu_indices(positions.shape[1], k=1), axis=1)
+    pairs = pairs[distances(positions[0], pairs) < max_distance]
+    rigid = distances(positions, pairs).std(axis=0) < threshold
+    return _as_pairs(pairs[rigid])
 
 
 def _as_pairs(pairs: list | np.ndarray) -> np.ndarray:

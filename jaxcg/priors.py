@@ -40,6 +40,11 @@ import numpy as np
 
 from jaxcg.data import CGData
 
+# The geometry of the terms (re-exported under the names this module has always had).
+from jaxcg.geometry import angles as bond_angles
+from jaxcg.geometry import dihedrals as dihedral_angles
+from jaxcg.geometry import distances as bond_lengths
+
 
 class PriorTerms(NamedTuple):
     """The static graph of a prior (numpy integer arrays, not traced).
@@ -138,39 +143,6 @@ def prior_terms(n_beads: int, bonds: np.ndarray, exclusion_hops: int = 3) -> Pri
         dihedrals=np.asarray(dihedrals, dtype=np.int64).reshape(-1, 4),
         pairs=np.stack([ii[far], jj[far]], axis=1).astype(np.int64).reshape(-1, 2),
     )
-
-
-# ----------------------------------------------------------------------------- geometry
-
-
-def _norm(v: jax.Array) -> jax.Array:
-    """Euclidean norm over the last axis with a finite gradient at 0."""
-    sq = jnp.sum(v * v, axis=-1)
-    safe = jnp.where(sq > 0, sq, jnp.ones_like(sq))
-    return jnp.where(sq > 0, jnp.sqrt(safe), jnp.zeros_like(sq))
-
-
-def bond_lengths(x: jax.Array, bonds: np.ndarray) -> jax.Array:
-    """(..., B) distances in nm of bead pairs; x: (..., N, 3) nm."""
-    return _norm(x[..., bonds[:, 1], :] - x[..., bonds[:, 0], :])
-
-
-def bond_angles(x: jax.Array, angles: np.ndarray) -> jax.Array:
-    """(..., A) angles i-j-k in rad, in [0, π]; x: (..., N, 3) nm."""
-    a = x[..., angles[:, 0], :] - x[..., angles[:, 1], :]
-    b = x[..., angles[:, 2], :] - x[..., angles[:, 1], :]
-    return jnp.arctan2(_norm(jnp.cross(a, b)), jnp.sum(a * b, axis=-1))
-
-
-def dihedral_angles(x: jax.Array, dihedrals: np.ndarray) -> jax.Array:
-    """(..., D) dihedral angles i-j-k-l in rad, in (−π, π] (IUPAC sign); x: (..., N, 3) nm."""
-    b0 = x[..., dihedrals[:, 1], :] - x[..., dihedrals[:, 0], :]
-    b1 = x[..., dihedrals[:, 2], :] - x[..., dihedrals[:, 1], :]
-    b2 = x[..., dihedrals[:, 3], :] - x[..., dihedrals[:, 2], :]
-    n1 = jnp.cross(b0, b1)
-    n2 = jnp.cross(b1, b2)
-    m1 = jnp.cross(b1 / _norm(b1)[..., None], n1)
-    return jnp.arctan2(jnp.sum(m1 * n2, axis=-1), jnp.sum(n1 * n2, axis=-1))
 
 
 # ----------------------------------------------------------------------------- energy

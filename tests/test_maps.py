@@ -214,7 +214,7 @@ def test_builder_errors(cln025):
     with pytest.raises(ValueError, match="holds atoms of bead 0 and bead 1"):
         basic_aggregation_map(slice_map(cln025, "name CA"), np.array([[ca_atoms[0], ca_atoms[1]]]))
     with pytest.raises(ValueError, match="shape"):
-        LinearMap(config=jnp.ones((2, 3)), force=jnp.ones((2, 4)))
+        LinearMap.validated(config=jnp.ones((2, 3)), force=jnp.ones((2, 4)))
 
 
 # ------------------------------------------------------------------ apply_map

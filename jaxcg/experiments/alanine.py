@@ -34,6 +34,7 @@ import numpy as np
 
 from jaxcg.analysis import FreeEnergy2D, compare_2d, dihedrals, fes_2d
 from jaxcg.data import AtomisticData, CGData
+from jaxcg.geometry import angles as bond_angles
 from jaxcg.maps import (
     LinearMap,
     basic_aggregation_map,
@@ -57,16 +58,6 @@ CA_CB = "(resname ACE and name CH3) or (resname ALA and (name CA or name CB)) or
 DEFAULT_TRAIN = TrainConfig(epochs=30, batch_size=64, patience=None)
 #: 36 × 36 bins of 10° over (−π, π].
 FES_EDGES = np.linspace(-np.pi, np.pi, 37)
-
-
-def bond_angles(positions: np.ndarray, triplets: np.ndarray) -> np.ndarray:
-    """Angles (T, A) in radians [0, π] at the middle bead of each triplet (A, 3) of frames
-    (T, N, 3)."""
-    positions, triplets = np.asarray(positions, np.float64), np.asarray(triplets)
-    u = positions[:, triplets[:, 0]] - positions[:, triplets[:, 1]]
-    v = positions[:, triplets[:, 2]] - positions[:, triplets[:, 1]]
-    cos = np.sum(u * v, -1) / (np.linalg.norm(u, axis=-1) * np.linalg.norm(v, axis=-1))
-    return np.arccos(np.clip(cos, -1.0, 1.0))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -21,6 +21,7 @@ from jaxcg.maps._optimal import (
     ForceMoment,
     force_second_moment,
     objective,
+    optimal_force_matrix,
     optimal_linear_map,
     solve_optimal_force_map,
 )
@@ -60,6 +61,7 @@ __all__ = [
     "mean_squared_mapped_force",
     "noise_augmented_map",
     "objective",
+    "optimal_force_matrix",
     "optimal_linear_map",
     "parametrized_map",
     "slice_map",

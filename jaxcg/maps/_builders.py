@@ -45,7 +45,7 @@ def slice_map(topology: md.Topology, selection: str | Sequence[int]) -> LinearMa
     atoms = np.unique(_select(topology, selection, "slice_map"))
     matrix = np.zeros((atoms.size, topology.n_atoms), dtype=np.float32)
     matrix[np.arange(atoms.size), atoms] = 1.0
-    return LinearMap(config=jnp.asarray(matrix), force=jnp.asarray(matrix))
+    return LinearMap.validated(config=jnp.asarray(matrix), force=jnp.asarray(matrix))
 
 
 def com_map(
@@ -86,7 +86,7 @@ def com_map(
             masses = np.ones(atoms.size)
         config[bead, atoms] = masses / masses.sum()
         force[bead, atoms] = 1.0
-    return LinearMap(config=jnp.asarray(config, dtype=jnp.float32), force=jnp.asarray(force))
+    return LinearMap.validated(config=jnp.asarray(config, dtype=jnp.float32), force=jnp.asarray(force))
 
 
 def _mass(atom: md.core.topology.Atom) -> float:
@@ -131,4 +131,4 @@ def basic_aggregation_map(
                     f"bead {owner[int(label)]} and bead {bead}; no aggregation map is consistent"
                 )
             force[bead, labels == label] = 1.0
-    return LinearMap(config=jnp.asarray(config, dtype=jnp.float32), force=jnp.asarray(force))
+    return LinearMap.validated(config=jnp.asarray(config, dtype=jnp.float32), force=jnp.asarray(force))

@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 
 from jaxcg.constraints import constraint_groups
-from jaxcg.maps._linear_map import LinearMap
+from jaxcg.maps._linear_map import LinearMap, check_matrices
 
 
 class MapValidityError(ValueError):
@@ -72,6 +72,7 @@ def check_map(
     force = np.asarray(linear_map.force, dtype=np.float64)
     if not (np.all(np.isfinite(config)) and np.all(np.isfinite(force))):
         raise MapValidityError("map holds NaN or inf coefficients")
+    check_matrices(config, force)
     consistency = float(np.abs(force @ config.T - np.eye(config.shape[0])).max())
     row_sum = float(np.abs(config.sum(axis=1) - 1.0).max())
     spread, worst = 0.0, None

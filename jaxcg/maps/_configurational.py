@@ -41,6 +41,7 @@ import numpy as np
 import optax
 
 from jaxcg.data import AtomisticData
+from jaxcg.geometry import norm
 from jaxcg.maps._optax_loop import minibatch_optimise
 from jaxcg.maps._parametrized import MapParametrization, force_matrix
 
@@ -71,7 +72,8 @@ def init_configurational_map(
 def _bead_features(parametrization: MapParametrization, positions: jax.Array) -> jax.Array:
     """(N, n + N) features: distances (nm) from each bead to every atom, and a one-hot index."""
     beads = parametrization.config.astype(positions.dtype) @ positions
-    distances = jnp.sqrt(jnp.sum((beads[:, None, :] - positions[None, :, :]) ** 2, axis=-1) + 1e-12)
+    # Softened so that a bead on an atom (slice maps) keeps a finite ∂d/∂r = offset / d.
+    distances = norm(beads[:, None, :] - positions[None, :, :], softening=1e-6)
     n_beads = beads.shape[0]
     return jnp.concatenate([distances, jnp.eye(n_beads, dtype=positions.dtype)], axis=1)
 

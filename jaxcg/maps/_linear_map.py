@@ -20,28 +20,60 @@ class LinearMap:
         equal weights to the atoms of every constraint group (see ``check_map``).
 
     Both matrices are PyTree leaves, so a map can be passed through ``jax.jit``, differentiated
-    with ``jax.grad`` and optimised with optax.
+    with ``jax.grad``, optimised with optax, mapped over with ``jax.tree.map`` and stacked and
+    ``jax.vmap``-ed (leading axes: ``config`` (..., N, n)). The constructor does not check
+    anything, because JAX rebuilds the PyTree with other leaves (tracers, ``in_axes`` integers,
+    optax mask booleans, stacked arrays). Builders (``slice_map``, ``com_map``,
+    ``basic_aggregation_map``, ``optimal_linear_map``, ``parametrized_map``) return checked maps;
+    build one from your own matrices with ``LinearMap.validated(config, force)``, and check
+    physical validity (G Mᵀ = I, constraint groups) with ``check_map``.
     """
 
     config: jax.Array
     force: jax.Array
 
-    def __post_init__(self) -> None:
-        config_shape, force_shape = np.shape(self.config), np.shape(self.force)
-        if len(config_shape) != 2:
-            raise ValueError(f"config must be a (N, n) matrix, got shape {config_shape}")
-        if config_shape != force_shape:
-            raise ValueError(
-                f"force has shape {force_shape} but config has shape {config_shape}; both must be (N, n)"
-            )
+    @classmethod
+    def validated(cls, config: jax.Array, force: jax.Array) -> LinearMap:
+        """A LinearMap of config M and force G, after checking them.
+
+        Args:
+          config: (N, n) M, rows summing to 1 (nm → nm); force: (N, n) G (kJ/mol/nm → kJ/mol/nm).
+            Arrays, tracers (shapes checked inside ``jit``) or anything ``jnp.asarray`` takes.
+
+        Raises:
+          ValueError: if either is not a (N, n) matrix, the shapes differ, a matrix is not
+            floating point, or (for concrete values) holds NaN or inf.
+        """
+        config, force = jnp.asarray(config), jnp.asarray(force)
+        check_matrices(config, force)
+        return cls(config=config, force=force)
 
     @property
     def n_beads(self) -> int:
-        return int(np.shape(self.config)[0])
+        """N (the second-to-last axis of ``config``)."""
+        return int(np.shape(self.config)[-2])
 
     @property
     def n_atoms(self) -> int:
-        return int(np.shape(self.config)[1])
+        """n (the last axis of ``config``)."""
+        return int(np.shape(self.config)[-1])
+
+
+def check_matrices(config: jax.Array, force: jax.Array) -> None:
+    """Raise ValueError unless config and force are finite floating (N, n) matrices of one shape
+    (values are checked only when concrete, not for tracers)."""
+    config_shape, force_shape = np.shape(config), np.shape(force)
+    if len(config_shape) != 2:
+        raise ValueError(f"config must be a (N, n) matrix, got shape {config_shape}")
+    if config_shape != force_shape:
+        raise ValueError(
+            f"force has shape {force_shape} but config has shape {config_shape}; both must be (N, n)"
+        )
+    for name, matrix in (("config", config), ("force", force)):
+        if not jnp.issubdtype(jnp.result_type(matrix), jnp.floating):
+            raise ValueError(f"{name} must be a floating-point matrix, got dtype {jnp.result_type(matrix)}")
+        if not isinstance(matrix, jax.core.Tracer) and not np.all(np.isfinite(np.asarray(matrix))):
+            raise ValueError(f"{name} holds NaN or inf coefficients")
 
 
 def _check_atoms(name: str, array: jax.Array, n_atoms: int) -> None:

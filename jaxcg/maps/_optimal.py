@@ -10,7 +10,9 @@ matrix, the problem for all N beads at once is the equality-constrained quadrati
 whose KKT system [[2Q, Aᵀ], [A, 0]] [W; Λ] = [0; I] with A = M C is solved exactly in one linear
 solve. Q may be singular (in vacuum the forces sum to zero in every frame, so the all-ones vector
 is in its null space); the KKT matrix stays non-singular as long as Q is positive definite on the
-null space of A, and a least-squares solve takes over where it is not.
+null space of A, and the minimum-norm (pseudo-inverse) solution takes over where it is not. The
+solve given the moment (``optimal_force_matrix``) is pure ``jax.numpy``: jittable and
+differentiable; only the accumulation of the moment streams frames on the host.
 """
 
 from __future__ import annotations
@@ -182,18 +184,62 @@ def _kkt_system(q: jax.Array, a: jax.Array) -> tuple[jax.Array, jax.Array]:
     return kkt, rhs
 
 
-@jax.jit
-def _solve_kkt(q: jax.Array, a: jax.Array) -> jax.Array:
-    """Minimise Σ_i w_iᵀ q w_i subject to a W = I; q (m, m), a (N, m); returns W (m, N)."""
+def _kkt_weights(q: jax.Array, a: jax.Array) -> jax.Array:
+    """Minimise Σ_i w_iᵀ q w_i subject to a W = I; q (m, m), a (N, m); returns W (m, N).
+
+    One LU solve of the KKT system; where that fails (q singular on ker a, so the KKT matrix is
+    singular: a non-finite W or a W off a W = I by more than max(1e-8, 10⁴ eps)), the
+    minimum-norm solution by the pseudo-inverse instead. The choice is a ``lax.cond`` inside
+    the graph (no host round trip), and gradients flow through the branch taken.
+    """
     kkt, rhs = _kkt_system(q, a)
-    return jnp.linalg.solve(kkt, rhs)[: q.shape[0]]
+    m, n_beads = q.shape[0], a.shape[0]
+    tolerance = max(1e-8, 1e4 * float(jnp.finfo(q.dtype).eps))
+
+    def exact() -> jax.Array:
+        return jnp.linalg.solve(kkt, rhs)[:m]
+
+    def minimum_norm() -> jax.Array:
+        return (jnp.linalg.pinv(kkt) @ rhs)[:m]
+
+    trial = jax.lax.stop_gradient(exact())
+    error = jnp.max(jnp.abs(jax.lax.stop_gradient(a) @ trial - jnp.eye(n_beads, dtype=q.dtype)))
+    solved = jnp.all(jnp.isfinite(trial)) & (error <= tolerance)
+    return jax.lax.cond(solved, exact, minimum_norm)
 
 
-@jax.jit
-def _solve_kkt_lstsq(q: jax.Array, a: jax.Array) -> jax.Array:
-    """As ``_solve_kkt``, by least squares: the minimum-norm W when q is singular on ker a."""
-    kkt, rhs = _kkt_system(q, a)
-    return jnp.linalg.lstsq(kkt, rhs)[0][: q.shape[0]]
+@functools.partial(jax.jit, static_argnames="reduced")
+def optimal_force_matrix(
+    moment: jax.Array,
+    config: jax.Array,
+    expansion: jax.Array | None = None,
+    l2: float | jax.Array = 0.0,
+    reduced: bool = False,
+) -> jax.Array:
+    """The optimal (N, n) force matrix G as a pure ``jax.numpy`` function of the force moment.
+
+    Jittable and differentiable in ``moment``, ``config`` and ``l2`` (e.g. ``jax.grad`` of the
+    objective Σ_i g_iᵀ E[F Fᵀ] g_i through the solve). No input checks: use
+    ``solve_optimal_force_map`` (numpy in, float64 out, with clear errors) unless you need the
+    gradient or a jitted caller. Runs in the inputs' dtype; use float64 (``jax.enable_x64``).
+
+    Args:
+      moment: E[Σ_d F_d F_dᵀ] in (kJ/mol/nm)²: (n, n) over atoms, or (m, m) over constraint
+        groups when ``reduced``.
+      config: (N, n) configurational map M.
+      expansion: (n, m) 0/1 constraint-group expansion matrix C
+        (``jaxcg.constraints.expansion_matrix``), or None for no constraints (C = I).
+      l2: ridge weight on each bead's expanded coefficients, in the units of ``moment``.
+      reduced: whether ``moment`` is already over the groups of ``expansion``.
+
+    Returns:
+      G = (C W)ᵀ, (N, n): G Mᵀ = I, equal weights inside every constraint group.
+    """
+    expand = jnp.eye(config.shape[1], dtype=moment.dtype) if expansion is None else expansion.astype(moment.dtype)
+    q = moment if reduced else expand.T @ moment @ expand
+    q = q + l2 * jnp.diag(jnp.sum(expand, axis=0))  # CᵀC is diagonal: the group sizes
+    weights = _kkt_weights(q, config.astype(moment.dtype) @ expand)
+    return (expand @ weights).T
 
 
 def solve_optimal_force_map(
@@ -203,7 +249,7 @@ def solve_optimal_force_map(
     l2: float = 0.0,
     reduced: bool = False,
 ) -> np.ndarray:
-    """The optimal (N, n) force matrix G from a force second moment.
+    """The optimal (N, n) force matrix G from a force second moment, with input checks.
 
     Args:
       moment: E[Σ_d F_d F_dᵀ] in (kJ/mol/nm)² (``ForceMoment.mean``): (n, n) over atoms, or
@@ -217,7 +263,8 @@ def solve_optimal_force_map(
       reduced: whether ``moment`` is already over constraint groups.
 
     Returns:
-      G as a float64 numpy array. Solved in float64 whatever the global precision setting.
+      G as a float64 numpy array. Solved in float64 (``optimal_force_matrix``) whatever the
+      global precision setting.
     """
     moment = np.asarray(moment, dtype=np.float64)
     config = np.asarray(config, dtype=np.float64)
@@ -234,21 +281,17 @@ def solve_optimal_force_map(
     empty = np.flatnonzero(~np.any(config != 0, axis=1))
     if empty.size:
         raise ValueError(f"config_map: bead {empty[0]} has no atoms (an all-zero row of M)")
-    a = config @ expand
-    if np.linalg.matrix_rank(a) < n_beads:
+    if np.linalg.matrix_rank(config @ expand) < n_beads:
         raise ValueError(
             "no force map can be consistent with this config_map under these constraints: "
             "the beads' atoms, merged over constraint groups, are linearly dependent "
             "(e.g. two beads whose atoms lie in one constraint group)"
         )
-    q = moment if reduced else expand.T @ moment @ expand
-    q = q + l2 * np.diag(expand.sum(axis=0))  # CᵀC is diagonal: the group sizes
     with jax.enable_x64(True):
-        q64, a64 = jnp.asarray(q), jnp.asarray(a)
-        weights = np.asarray(_solve_kkt(q64, a64))
-        if not np.all(np.isfinite(weights)) or np.abs(a @ weights - np.eye(n_beads)).max() > 1e-8:
-            weights = np.asarray(_solve_kkt_lstsq(q64, a64))
-    return (expand @ weights).T
+        force = optimal_force_matrix(
+            jnp.asarray(moment), jnp.asarray(config), jnp.asarray(expand, jnp.float64), l2, reduced=reduced
+        )
+        return np.asarray(force)
 
 
 def optimal_linear_map(
@@ -286,7 +329,7 @@ def optimal_linear_map(
     moment = force_second_moment(source, expansion=expand, chunk_size=chunk_size, precision=precision)
     force = solve_optimal_force_map(moment.mean, config, constraints, l2, reduced=True)
     dtype = jnp.result_type(float)
-    return LinearMap(config=jnp.asarray(config, dtype=dtype), force=jnp.asarray(force, dtype=dtype))
+    return LinearMap.validated(config=jnp.asarray(config, dtype=dtype), force=jnp.asarray(force, dtype=dtype))
 
 
 def _n_atoms(source: ForceSource) -> int:

@@ -58,7 +58,7 @@ def force_matrix(parametrization: MapParametrization, theta: jax.Array) -> jax.A
 
 def parametrized_map(parametrization: MapParametrization, theta: jax.Array) -> LinearMap:
     """The LinearMap (M, G(θ))."""
-    return LinearMap(config=parametrization.config, force=force_matrix(parametrization, theta))
+    return LinearMap.validated(config=parametrization.config, force=force_matrix(parametrization, theta))
 
 
 def valid_map_parametrization(

@@ -6,6 +6,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxcg.geometry import norm
+
 
 def gaussian_rbf(r: jax.Array, centers: jax.Array, gamma: float) -> jax.Array:
     """Gaussians exp(-γ (r − μ_k)²): (..., K) for distances r: (...,) nm, centers μ: (K,) nm,
@@ -33,10 +35,7 @@ def cosine_cutoff(r: jax.Array, cutoff: float) -> jax.Array:
 def pair_distances(x: jax.Array, i: np.ndarray, j: np.ndarray) -> jax.Array:
     """(P,) distances |x_j − x_i| in nm for static index arrays i, j: (P,), with a finite gradient
     at r = 0."""
-    d = x[j] - x[i]
-    sq = jnp.sum(d * d, axis=-1)
-    safe = jnp.where(sq > 0, sq, jnp.ones_like(sq))
-    return jnp.where(sq > 0, jnp.sqrt(safe), jnp.zeros_like(sq))
+    return norm(x[j] - x[i])
 
 
 class RBFPairPotential:

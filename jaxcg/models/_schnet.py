@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxcg.geometry import norm
 from jaxcg.models._rbf import cosine_cutoff, gaussian_centers, gaussian_rbf
 
 FROZEN_TABLE_KEY = "frozen_filter_table"
@@ -295,10 +296,7 @@ class SchNet:
         """
         x = x.astype(self.dtype)
         i, j = self.pair_i, self.pair_j
-        d = x[j] - x[i]
-        sq = jnp.sum(d * d, axis=-1)
-        r = jnp.sqrt(jnp.where(sq > 0, sq, jnp.ones_like(sq)))
-        r = jnp.where(sq > 0, r, jnp.zeros_like(r))
+        r = norm(x[j] - x[i])
         if self.max_pairs is None:
             return self._apply(params, r, None, self._aggregate(i, j))
         within = r < self.cutoff
@@ -327,8 +325,7 @@ class SchNet:
         """(T,) number of (non-excluded) pairs within the cutoff in each frame of positions
         (T, N, 3) nm; ``max_pairs`` must be at least the maximum over the frames the model sees."""
         positions = np.asarray(positions)
-        d = positions[:, self.pair_j] - positions[:, self.pair_i]
-        return np.sum(np.linalg.norm(d, axis=-1) < self.cutoff, axis=1)
+        return np.sum(norm(positions[:, self.pair_j] - positions[:, self.pair_i]) < self.cutoff, axis=1)
 
     # ------------------------------------------------------------------ neighbour-list path
 
@@ -383,9 +380,8 @@ class SchNet:
             d = x[jj] - x[ii]
         else:
             d = jax.vmap(displacement)(x[jj], x[ii])
-        sq = jnp.sum(d * d, axis=-1)
-        ok = valid & (sq > 0)
-        r = jnp.sqrt(jnp.where(ok, sq, jnp.ones_like(sq)))
+        r = norm(d)
+        ok = valid & (r > 0)
 
         def aggregate(hx: jax.Array, w: jax.Array) -> jax.Array:
             out = jax.ops.segment_sum(w * hx[jj], ii, num_segments=n)

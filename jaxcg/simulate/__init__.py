@@ -16,20 +16,29 @@ CG topology as PDB), a CSV log per chunk and an npz checkpoint after each chunk 
 Units: positions nm, time ps, energies kJ/mol, masses amu (g/mol), friction 1/ps, temperature K;
 with these, momenta are amu nm/ps and kinetic energies kJ/mol.
 
-Example with a ``jaxcg.models`` model (any ``energy(x (N, 3)) -> kJ/mol`` works)::
+Parameters are passed at call time, as in jax-md: keywords of ``init``/``run_chunk`` go to the
+energy (``params=``), and ``kT=`` (kJ/mol) overrides the temperature; they are arguments of the
+compiled chunk, so new parameters or a new temperature reuse it. Example with a
+``jaxcg.models`` model::
 
-    energy = functools.partial(model.energy, params)
+    energy = lambda x, params: model.energy(params, x)
     sim = simulate.langevin(energy, data.masses, data.temperature, dt=0.002, friction=1.0,
                             steps_per_chunk=1000, save_every=100)
-    state = sim.init(key, simulate.initial_positions(data, 512, start_key))
+    state = sim.init(key, simulate.initial_positions(data, 512, start_key), params=params)
+    state, record = sim.run_chunk(state, params=params)          # one jitted chunk
+    bound = sim.bind(params=params)                              # for the host loop
     with simulate.TrajectoryWriter("out", data.topology, 512) as writer:
-        state, report = simulate.run(sim, state, 100_000, writer=writer,
+        state, report = simulate.run(bound, state, 100_000, writer=writer,
                                      log_path="out/log.csv", checkpoint_path="out/state.npz")
     simulate.save_report("out/report.json", report, sim.save_every)
 
+An energy with its parameters bound (``functools.partial(model.energy, params)``, any
+``energy(x (N, 3)) -> kJ/mol``) works too, with no call-time keywords, at one compilation per
+parameter set.
+
 With a neighbour list (large systems), pass ``neighbor_fn`` (e.g. from ``neighbor_list`` or
 ``SchNet.neighbor_list``) and an energy that takes it:
-``energy = lambda x, neighbor: model.energy_neighbors(params, x, neighbor, displacement)``.
+``energy = lambda x, neighbor, params: model.energy_neighbors(params, x, neighbor, displacement)``.
 """
 
 from jaxcg.simulate._files import TrajectoryWriter, load_replicas

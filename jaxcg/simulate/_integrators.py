@@ -78,14 +78,21 @@ class ChunkRecord(NamedTuple):
 class Simulator(NamedTuple):
     """Pure functions of a replica simulation (built by ``langevin``, ``brownian`` or ``nve``).
 
+    Call-time arguments, jax-md's convention: every keyword given to ``init``, ``run_chunk`` or
+    ``set_neighbors`` other than ``kT`` is passed on to ``energy_fn`` (e.g. ``params=``, a PyTree
+    of model parameters), and ``kT`` (kJ/mol) replaces the builder's temperature for that call
+    (Langevin and Brownian; for NVE only in ``init``, where it draws the momenta). They are
+    arguments of the jitted chunk, not constants in it: one compiled chunk serves every value of
+    the same structure, shapes and dtypes (a new parameter set or temperature does not recompile).
+
     Attributes:
-      init: ``init(key, positions (R, N, 3) nm, neighbor=None) -> SimulationState``.
-      run_chunk: ``run_chunk(state) -> (state, ChunkRecord)``, ``steps_per_chunk`` steps in one
-        jitted call (on one device, or split over ``replica_devices``).
+      init: ``init(key, positions (R, N, 3) nm, neighbor=None, **kwargs) -> SimulationState``.
+      run_chunk: ``run_chunk(state, **kwargs) -> (state, ChunkRecord)``, ``steps_per_chunk``
+        steps in one jitted call (on one device, or split over ``replica_devices``).
       allocate_neighbors: ``allocate_neighbors(positions (R, N, 3), min_occupancy=0, exact=False)``
         -> a NeighborList batched over replicas, or None when no neighbour list is used.
-      set_neighbors: ``set_neighbors(state, neighbor) -> state`` installs a (re-allocated)
-        neighbour list and recomputes the forces kept in the state with it, or None.
+      set_neighbors: ``set_neighbors(state, neighbor, **kwargs) -> state`` installs a
+        (re-allocated) neighbour list and recomputes the forces kept in the state with it, or None.
       steps_per_chunk: steps per call of ``run_chunk``.
       save_every: steps between saved frames.
       dt: timestep in ps.
@@ -98,6 +105,16 @@ class Simulator(NamedTuple):
     steps_per_chunk: int
     save_every: int
     dt: float
+
+    def bind(self, **kwargs: Any) -> Simulator:
+        """This simulator with call-time keywords fixed (``params=...``, ``kT=...``), for callers
+        that use the plain signatures (``run``, ``resume_state``). The compiled chunk is shared:
+        ``sim.bind(params=a)`` and ``sim.bind(params=b)`` run the same executable."""
+        return self._replace(
+            init=functools.partial(self.init, **kwargs),
+            run_chunk=functools.partial(self.run_chunk, **kwargs),
+            set_neighbors=None if self.set_neighbors is None else functools.partial(self.set_neighbors, **kwargs),
+        )
 
 
 # ----------------------------------------------------------------------------- builders
@@ -121,8 +138,10 @@ def langevin(
     """Langevin (BAOAB, jax-md ``nvt_langevin``) dynamics of R replicas.
 
     Args:
-      energy_fn: ``energy_fn(positions (N, 3) nm) -> kJ/mol``, or with a neighbour list
-        ``energy_fn(positions, neighbor=nbrs)``.
+      energy_fn: ``energy_fn(positions (N, 3) nm, **kwargs) -> kJ/mol``; kwargs are
+        ``neighbor=nbrs`` with a neighbour list, and the keywords given to ``init``/``run_chunk``
+        (e.g. ``energy_fn = lambda x, params: model.energy(params, x)`` with
+        ``run_chunk(state, params=params)``), none for an energy with its parameters bound.
       masses: (N,) amu. temperature: K. dt: ps. friction: 1/ps.
       steps_per_chunk: steps per jitted chunk; a multiple of ``save_every``.
       shift_fn: jax-md shift function (default ``space.free()``).
@@ -194,12 +213,13 @@ def nve(
     kT = kT_from_temperature(temperature)
     nve_init, step_fn = jmd_simulate.nve(energy_fn, shift, dt)
 
-    def init_fn(key, positions, mass, **kwargs):
+    def init_fn(key, positions, mass, kT=kT, **kwargs):
         return nve_init(key, positions, kT, mass=mass, **kwargs)
 
     return _make_simulator(
         energy_fn, init_fn, step_fn, masses, steps_per_chunk, save_every, dt, neighbor_fn,
-        force_bound, has_momentum=True, replica_block=replica_block, replica_devices=replica_devices,
+        force_bound, has_momentum=True, thermostat=False, replica_block=replica_block,
+        replica_devices=replica_devices,
     )
 
 
@@ -263,9 +283,15 @@ def _stochastic(
     _check_positive(temperature=temperature, dt=dt, friction=friction, force_bound=force_bound)
     shift = space.free()[1] if shift_fn is None else shift_fn
     init_fn, step_fn = jmd_builder(energy_fn, shift, dt, kT_from_temperature(temperature), gamma=friction)
+    if not has_momentum:  # jax-md's Brownian init takes no energy keywords and no kT
+        brownian_init = init_fn
+
+        def init_fn(key, positions, mass, **kwargs):
+            return brownian_init(key, positions, mass)
+
     return _make_simulator(
         energy_fn, init_fn, step_fn, masses, steps_per_chunk, save_every, dt, neighbor_fn,
-        force_bound, has_momentum=has_momentum, replica_block=replica_block,
+        force_bound, has_momentum=has_momentum, thermostat=True, replica_block=replica_block,
         replica_devices=replica_devices,
     )
 
@@ -298,9 +324,26 @@ def _replica_block(replica_block: int | str | None, split: bool = False) -> int 
     return int(replica_block)
 
 
+def _call_kwargs(kwargs: dict[str, Any], thermostat: bool, where: str) -> tuple[dict, dict]:
+    """Split call-time keywords into (energy keywords, integrator keywords {"kT": ...})."""
+    energy_kwargs = dict(kwargs)
+    for reserved in ("neighbor", "dt"):
+        if reserved in energy_kwargs:
+            raise ValueError(
+                f"{where}: {reserved!r} cannot be given at call time (the simulator manages the "
+                "neighbour list; dt is fixed when it is built)"
+            )
+    if "kT" not in energy_kwargs:
+        return energy_kwargs, {}
+    kT = energy_kwargs.pop("kT")
+    if not thermostat:
+        raise ValueError(f"{where}: kT cannot be given to NVE dynamics (no thermostat); give it to init")
+    return energy_kwargs, {"kT": jnp.asarray(kT, dtype=jnp.float32)}
+
+
 def _make_simulator(
     energy_fn, init_fn, step_fn, masses, steps_per_chunk, save_every, dt, neighbor_fn,
-    force_bound, has_momentum, replica_block="auto", replica_devices="auto",
+    force_bound, has_momentum, thermostat, replica_block="auto", replica_devices="auto",
 ) -> Simulator:
     masses = jnp.asarray(masses, dtype=jnp.float32)
     if masses.ndim != 1 or not bool(jnp.all(masses > 0)):
@@ -318,10 +361,11 @@ def _make_simulator(
     use_nbrs = neighbor_fn is not None
     force_fn = jax.grad(lambda r, **kw: -energy_fn(r, **kw))
 
-    def kwargs_of(nbrs):
-        return {"neighbor": nbrs} if use_nbrs else {}
+    def kwargs_of(nbrs, energy_kwargs):
+        return {"neighbor": nbrs, **energy_kwargs} if use_nbrs else dict(energy_kwargs)
 
-    def init(key: Array, positions: Array, neighbor: Any = None) -> SimulationState:
+    def init(key: Array, positions: Array, neighbor: Any = None, **kwargs: Any) -> SimulationState:
+        energy_kwargs, integrator_kwargs = _call_kwargs(kwargs, True, "init")
         positions = jnp.asarray(positions, dtype=jnp.float32)
         if positions.ndim != 3 or positions.shape[1:] != (n_beads, 3):
             raise ValueError(
@@ -329,15 +373,15 @@ def _make_simulator(
             )
         if use_nbrs:
             neighbor = allocate(positions) if neighbor is None else _fitted(neighbor, positions)
-        return init_all(key, positions, neighbor)
+        return init_all(key, positions, neighbor, energy_kwargs, integrator_kwargs)
 
     @jax.jit
-    def init_all(key: Array, positions: Array, neighbor: Any) -> SimulationState:
+    def init_all(key: Array, positions: Array, neighbor: Any, energy_kwargs: dict, integrator_kwargs: dict) -> SimulationState:
         keys = jax.random.split(key, positions.shape[0])
-        states = jax.vmap(lambda k, r, nb: init_fn(k, r, mass=masses, **kwargs_of(nb)))(
-            keys, positions, neighbor
-        )
-        ok = jax.vmap(lambda s, nb: healthy(s, nb, True))(states, neighbor)
+        states = jax.vmap(
+            lambda k, r, nb: init_fn(k, r, mass=masses, **kwargs_of(nb, energy_kwargs), **integrator_kwargs)
+        )(keys, positions, neighbor)
+        ok = jax.vmap(lambda s, nb: healthy(s, nb, True, energy_kwargs))(states, neighbor)
         return SimulationState(
             states, neighbor, ok, jnp.where(ok, -1, 0).astype(jnp.int32), jnp.zeros((), jnp.int32)
         )
@@ -351,28 +395,29 @@ def _make_simulator(
             return allocate(positions, min_occupancy=neighbor.max_occupancy + 1)
         return updated
 
-    forces_all = jax.jit(jax.vmap(lambda r, nb: force_fn(r, neighbor=nb)))
+    forces_all = jax.jit(jax.vmap(lambda r, nb, kw: force_fn(r, neighbor=nb, **kw), in_axes=(0, 0, None)))
 
-    def set_neighbors(sim: SimulationState, neighbor: Any) -> SimulationState:
+    def set_neighbors(sim: SimulationState, neighbor: Any, **kwargs: Any) -> SimulationState:
+        energy_kwargs, _ = _call_kwargs(kwargs, thermostat, "set_neighbors")
         positions = sim.integrator.position
         neighbor = _fitted(neighbor, positions)
         integrator = sim.integrator
         if has_momentum:
-            integrator = integrator.set(force=forces_all(positions, neighbor))
+            integrator = integrator.set(force=forces_all(positions, neighbor, energy_kwargs))
         return sim._replace(integrator=integrator, neighbor=neighbor)
 
-    def healthy(state, nbrs, check_force):
+    def healthy(state, nbrs, check_force, energy_kwargs):
         ok = jnp.all(jnp.isfinite(state.position))
         if check_force:
-            force = state.force if has_momentum else force_fn(state.position, **kwargs_of(nbrs))
+            force = state.force if has_momentum else force_fn(state.position, **kwargs_of(nbrs, energy_kwargs))
             ok &= jnp.all(jnp.isfinite(force)) & (jnp.max(jnp.abs(force)) < force_bound)
         return ok
 
-    def replica_step(state, nbrs, check_force):
+    def replica_step(state, nbrs, check_force, energy_kwargs, integrator_kwargs):
         if use_nbrs:
             nbrs = nbrs.update(state.position)
-        new = step_fn(state, **kwargs_of(nbrs))
-        ok = healthy(new, nbrs, check_force)
+        new = step_fn(state, **kwargs_of(nbrs, energy_kwargs), **integrator_kwargs)
+        ok = healthy(new, nbrs, check_force, energy_kwargs)
         overflow = (nbrs.did_buffer_overflow != 0) if use_nbrs else jnp.zeros((), bool)
         return new, nbrs, ok, overflow
 
@@ -382,10 +427,10 @@ def _make_simulator(
 
         return jax.tree_util.tree_map(pick, new, old)
 
-    def one_step(carry, check_force, block):
+    def one_step(carry, check_force, block, energy_kwargs, integrator_kwargs):
         sim, overflow = carry
         def step_one(replica):
-            return replica_step(*replica, check_force)
+            return replica_step(*replica, check_force, energy_kwargs, integrator_kwargs)
 
         replicas = (sim.integrator, sim.neighbor)
         if block is None or sim.alive.shape[0] <= block:
@@ -400,9 +445,9 @@ def _make_simulator(
         sim = SimulationState(integrator, neighbor, keep, stopped_at, step)
         return (sim, overflow | (over & sim.alive)), None
 
-    def observe(sim):
+    def observe(sim, energy_kwargs):
         def per_replica(state, nbrs):
-            energy = energy_fn(state.position, **kwargs_of(nbrs))
+            energy = energy_fn(state.position, **kwargs_of(nbrs, energy_kwargs))
             if has_momentum:
                 ke2 = jnp.sum(state.momentum**2 / state.mass)
                 temp = ke2 / (3 * n_beads * BOLTZMANN_KJ_PER_MOL_K)
@@ -413,33 +458,39 @@ def _make_simulator(
         energy, temp = jax.vmap(per_replica)(sim.integrator, sim.neighbor)
         return sim.integrator.position, energy, temp
 
-    def save_block(carry, _, block):
+    def save_block(carry, _, block, energy_kwargs, integrator_kwargs):
         # Langevin/NVE keep the force in the state and check it every step: one step body.
         # Brownian checks forces only at the saved step, which is traced separately.
+        step = functools.partial(
+            one_step, block=block, energy_kwargs=energy_kwargs, integrator_kwargs=integrator_kwargs
+        )
         n_plain = save_every if has_momentum else save_every - 1
         if n_plain:
-            carry, _ = jax.lax.scan(
-                lambda c, _: one_step(c, has_momentum, block), carry, None, length=n_plain
-            )
+            carry, _ = jax.lax.scan(lambda c, _: step(c, has_momentum), carry, None, length=n_plain)
         if not has_momentum:
-            carry, _ = one_step(carry, True, block)
-        return carry, observe(carry[0])
+            carry, _ = step(carry, True)
+        return carry, observe(carry[0], energy_kwargs)
 
-    def chunk(sim: SimulationState, split: bool = False) -> tuple[SimulationState, ChunkRecord]:
+    def chunk(
+        sim: SimulationState, energy_kwargs: dict, integrator_kwargs: dict, split: bool = False
+    ) -> tuple[SimulationState, ChunkRecord]:
         overflow = sim.alive & False  # derived from a per-replica array: per device under shard_map
         block = _replica_block(replica_block, split)
-        (sim, overflow), (pos, energy, temp) = jax.lax.scan(
-            functools.partial(save_block, block=block), (sim, overflow), None, length=n_saves
+        body = functools.partial(
+            save_block, block=block, energy_kwargs=energy_kwargs, integrator_kwargs=integrator_kwargs
         )
+        (sim, overflow), (pos, energy, temp) = jax.lax.scan(body, (sim, overflow), None, length=n_saves)
         return sim, ChunkRecord(pos, energy, temp, overflow)
 
+    # The call-time keywords are arguments of the compiled chunk, not constants baked into it.
     chunk_on_one_device = jax.jit(chunk)
     chunk_on_devices: dict[tuple, Callable] = {}
 
-    def run_chunk(sim: SimulationState) -> tuple[SimulationState, ChunkRecord]:
+    def run_chunk(sim: SimulationState, **kwargs: Any) -> tuple[SimulationState, ChunkRecord]:
+        energy_kwargs, integrator_kwargs = _call_kwargs(kwargs, thermostat, "run_chunk")
         devices = _replica_devices(replica_devices, sim.alive.shape[0])
         if devices is None:
-            return chunk_on_one_device(sim)
+            return chunk_on_one_device(sim, energy_kwargs, integrator_kwargs)
         key = tuple(d.id for d in devices)
         if key not in chunk_on_devices:
             # Replicas are independent: each device runs the whole chunk on its share.
@@ -447,11 +498,13 @@ def _make_simulator(
             each, along = PartitionSpec("replica"), PartitionSpec(None, "replica")
             state_spec = SimulationState(each, each if use_nbrs else None, each, each, PartitionSpec())
             record_spec = ChunkRecord(along, along, along, each)
+            replicated = PartitionSpec()  # parameters and kT: the same on every device
             chunk_on_devices[key] = jax.jit(
-                jax.shard_map(functools.partial(chunk, split=True), mesh=mesh, in_specs=(state_spec,),
+                jax.shard_map(functools.partial(chunk, split=True), mesh=mesh,
+                              in_specs=(state_spec, replicated, replicated),
                               out_specs=(state_spec, record_spec))
             )
-        return chunk_on_devices[key](sim)
+        return chunk_on_devices[key](sim, energy_kwargs, integrator_kwargs)
 
     update_all = jax.jit(jax.vmap(lambda r, nb: neighbor_fn.update(r, nb), in_axes=(0, None)))
 
