@@ -52,6 +52,7 @@ from jaxcg.simulate._run import (
     save_checkpoint,
     save_report,
     stopped_replicas,
+    trim_log,
 )
 
 __all__ = [
@@ -73,4 +74,5 @@ __all__ = [
     "save_checkpoint",
     "save_report",
     "stopped_replicas",
+    "trim_log",
 ]
