@@ -73,3 +73,18 @@ def reading(path: str | os.PathLike, role: str) -> Iterator[None]:
     except Exception as err:  # OSError, KeyError, zipfile.BadZipFile, h5py and pickle internals
         kind = type(err).__name__
         raise ValueError(f"{role} {str(path)!r} is unreadable, truncated or corrupt ({kind}: {err})") from err
+
+
+def check_writable_folder(folder: str | os.PathLike, name: str = "--out") -> Path:
+    """``folder`` as a Path, or a ValueError naming ``name`` if it cannot be created or written."""
+    path = Path(folder)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{name} {str(path)!r} exists and is not a folder")
+    ancestor = path
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise ValueError(f"{name} {str(path)!r} cannot be created: {str(ancestor)!r} is not a folder")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise ValueError(f"{name} {str(path)!r} is not writable: no write permission on {str(ancestor)!r}")
+    return path

@@ -187,7 +187,7 @@ def _train_run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from jaxcg import train
-    from jaxcg._files import refuse_existing
+    from jaxcg._files import check_writable_folder, refuse_existing
     from jaxcg.priors import fit_prior
     from jaxcg.saved_model import build_model, model_spec, save_model
 
@@ -197,6 +197,7 @@ def _train_run(args: argparse.Namespace) -> int:
             epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr, schedule=args.schedule,
             val_fraction=args.val_fraction, patience=args.patience, seed=args.seed,
         )
+        check_writable_folder(out)
         if not args.resume:
             refuse_existing([out / "model.npz", out / "checkpoints"], "training output(s)", args.overwrite)
         cg = _train_load_cg(args)
@@ -382,7 +383,12 @@ def _simulate_run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from jaxcg import simulate
-    from jaxcg._files import reading, refuse_changed_settings, refuse_existing
+    from jaxcg._files import (
+        check_writable_folder,
+        reading,
+        refuse_changed_settings,
+        refuse_existing,
+    )
     from jaxcg._plausibility import check_temperature
 
     out = Path(args.out)
@@ -390,6 +396,7 @@ def _simulate_run(args: argparse.Namespace) -> int:
     settings = {key: getattr(args, key) for key in _SIMULATE_RESUME_KEYS}
     try:
         check_temperature(args.temperature, "--temperature")
+        check_writable_folder(out)
         if args.resume:
             if not checkpoint.exists():
                 raise ValueError(f"--resume: {str(checkpoint)!r} does not exist; run without --resume first")
@@ -519,12 +526,15 @@ def _analyze_run(args: argparse.Namespace) -> int:
 
     import numpy as np
 
+    from jaxcg._files import check_writable_folder
     from jaxcg.simulate import load_replicas
     from jaxcg.units import kT_from_temperature
 
     try:
+        check_writable_folder(args.out)
         reference, temperature = _analyze_reference(args)
         runs = [t.xyz for folder in args.simulation for t in load_replicas(folder)]
+        _note_stopped_replicas(args.simulation)
         cg = np.concatenate([r for r in runs if len(r)]) if any(len(r) for r in runs) else None
         if cg is None:
             raise ValueError(f"the simulation folder(s) {args.simulation} hold no frames")
@@ -549,6 +559,21 @@ def _analyze_run(args: argparse.Namespace) -> int:
         return 2
     print(f"wrote {path} and figures in {args.out}")
     return 0
+
+
+def _note_stopped_replicas(folders: list[str]) -> None:
+    """Say on stderr how many replicas of each simulation folder had stopped (their later frames
+    are left out of the analysis)."""
+    import json
+    from pathlib import Path
+
+    for folder in folders:
+        report = Path(folder) / "report.json"
+        if report.exists():
+            stopped = json.loads(report.read_text()).get("stopped", [])
+            if stopped:
+                print(f"jaxcg analyze: note: {len(stopped)} replica(s) of {folder} stopped early; only their "
+                      "frames before the stop are analysed", file=sys.stderr)
 
 
 def _analyze_metrics(args: argparse.Namespace, reference, cg, kT: float, temperature: float):

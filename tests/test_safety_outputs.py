@@ -333,3 +333,35 @@ def test_cli_train_refuses_finished_output_bad_hyperparameters_and_sigint(tmp_pa
     monkeypatch.setattr(jaxcg.train, "fit", interrupted_fit)
     assert main([*base, "--overwrite"]) == 130
     assert capsys.readouterr().err.strip().endswith("jaxcg train: interrupted; continue with --resume")
+
+
+def test_out_that_is_a_file_is_refused_before_any_work(sim_inputs, capsys):
+    (sim_inputs / "taken").write_text("not a folder")
+    args = _simulate_args(sim_inputs, "--steps", "50", out="taken")
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "--out" in err and "is not a folder" in err
+    assert (sim_inputs / "taken").read_text() == "not a folder"
+
+
+@pytest.mark.slow
+def test_real_sigint_to_jaxcg_simulate(sim_inputs):
+    """SIGINT from outside (as Ctrl-C sends it) while the simulation runs: one clean line, 130."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    command = [sys.executable, "-m", "jaxcg.cli", *_simulate_args(sim_inputs, "--steps", "10000000")]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.time() + 120
+    while not (sim_inputs / "sim" / "state.npz").exists() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err[-2000:]
+    assert err.strip().splitlines()[-1] == "jaxcg simulate: interrupted; continue with --resume"
+    assert "Traceback" not in err
+    assert all(t.n_frames > 0 for t in simulate.load_replicas(sim_inputs / "sim"))
