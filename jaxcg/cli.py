@@ -178,8 +178,14 @@ def _float_frames(array, name: str):
     return array.astype(np.float32) if array.dtype.itemsize < 4 else array
 
 
+#: `jaxcg train` settings that must match on --resume (``fit`` checks its TrainConfig again).
+_TRAIN_RESUME_KEYS = ("data", "map", "selection", "features", "blocks", "rbf", "cutoff", "exclusion_hops", "no_prior",
+                      "epochs", "batch_size", "lr", "schedule", "val_fraction", "patience", "seed")
+
+
 def _train_run(args: argparse.Namespace) -> int:
     import dataclasses
+    import json
     from pathlib import Path
 
     import jax
@@ -187,7 +193,12 @@ def _train_run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from jaxcg import train
-    from jaxcg._files import check_writable_folder, refuse_existing
+    from jaxcg._files import (
+        check_writable_folder,
+        reading,
+        refuse_changed_settings,
+        refuse_existing,
+    )
     from jaxcg.priors import fit_prior
     from jaxcg.saved_model import build_model, model_spec, save_model
 
@@ -198,13 +209,23 @@ def _train_run(args: argparse.Namespace) -> int:
             val_fraction=args.val_fraction, patience=args.patience, seed=args.seed,
         )
         check_writable_folder(out)
+        settings = {key: getattr(args, key) for key in _TRAIN_RESUME_KEYS}
+        settings_path = out / "train_settings.json"
         if not args.resume:
             refuse_existing([out / "model.npz", out / "checkpoints"], "training output(s)", args.overwrite)
+        elif settings_path.exists():
+            with reading(settings_path, "training settings"):
+                stored = json.loads(settings_path.read_text())
+            refuse_changed_settings(out, stored, settings, _TRAIN_RESUME_KEYS)
         cg = _train_load_cg(args)
     except (ValueError, OSError, KeyError, TypeError) as err:
         print(f"jaxcg train: error: {err}", file=sys.stderr)
         return 2
     out.mkdir(parents=True, exist_ok=True)
+    if not args.resume:
+        for name in ("model.npz", "model.json", "energy.py"):  # --overwrite: no stale model beside new checkpoints
+            (out / name).unlink(missing_ok=True)
+        settings_path.write_text(json.dumps(settings, indent=1))
     prior = None if args.no_prior else fit_prior(cg)
     spec = model_spec(cg, prior, args.features, args.blocks, args.rbf, args.cutoff, args.exclusion_hops)
     _, net, prior = build_model(spec)
@@ -623,7 +644,10 @@ def _analyze_metrics(args: argparse.Namespace, reference, cg, kT: float, tempera
     if args.folded:
         import mdtraj as md
 
-        folded = md.load(args.folded)
+        from jaxcg._files import reading
+
+        with reading(args.folded, "--folded structure"):
+            folded = md.load(args.folded)
         if args.select and args.select != "all":
             folded = folded.atom_slice(folded.topology.select(args.select))
         metrics["folded_fraction"] = {

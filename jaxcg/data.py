@@ -299,7 +299,8 @@ def load_topology(path: str | os.PathLike) -> md.Topology:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"topology file {str(path)!r} does not exist")
-    return md.load_topology(str(path))
+    with reading(path, "topology file"):
+        return md.load_topology(str(path))
 
 
 def _read_trr_forces(path: Path) -> np.ndarray:
@@ -400,7 +401,8 @@ def load_atomistic(
     for p in paths:
         if not Path(p).exists():
             raise FileNotFoundError(f"trajectory file {str(p)!r} does not exist")
-    traj = md.load([str(p) for p in paths], top=top)
+    with reading(paths[0] if len(paths) == 1 else [str(p) for p in paths], "trajectory file"):
+        traj = md.load([str(p) for p in paths], top=top)
     if isinstance(forces, np.ndarray):
         force_array = forces * force_unit_factor(force_units)
     else:
@@ -591,7 +593,9 @@ def iter_dataset_chunks(
     import h5py
 
     _check_chunk_size(chunk_size)
-    with h5py.File(path, "r") as handle:
+    with reading(path, "dataset"):
+        handle = h5py.File(path, "r")
+    with handle:
         n_frames = handle["positions"].shape[0]
         for start in range(0, n_frames, chunk_size):
             stop = min(start + chunk_size, n_frames)

@@ -319,6 +319,9 @@ def test_cli_train_refuses_finished_output_bad_hyperparameters_and_sigint(tmp_pa
     capsys.readouterr()
     assert main(base) == 2
     assert "already exist" in capsys.readouterr().err
+    assert main([*base, "--resume", "--features", "8", "--lr", "0.01"]) == 2
+    err = capsys.readouterr().err
+    assert "features: stored 4, asked 8" in err and "lr: stored 0.001, asked 0.01" in err
     assert (tmp_path / "out" / "model.npz").read_bytes() == model
     for bad, word in ((["--lr", "-0.001"], "learning_rate"), (["--epochs", "0"], "epochs")):
         assert main([*base, "--overwrite", *bad]) == 2
@@ -365,3 +368,19 @@ def test_real_sigint_to_jaxcg_simulate(sim_inputs):
     assert err.strip().splitlines()[-1] == "jaxcg simulate: interrupted; continue with --resume"
     assert "Traceback" not in err
     assert all(t.n_frames > 0 for t in simulate.load_replicas(sim_inputs / "sim"))
+
+
+def test_corrupt_trajectory_and_topology_files_are_named(tmp_path):
+    from jaxcg.data import iter_dataset_chunks, load_atomistic, load_topology
+
+    (tmp_path / "bad.pdb").write_text("ATOM  garbage\nEND\n" * 3)
+    (tmp_path / "bad.dcd").write_bytes(b"\x00" * 64)
+    (tmp_path / "bad.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + b"\x00" * 100)
+    with pytest.raises(ValueError, match=r"topology file '.*bad.pdb'"):
+        load_topology(tmp_path / "bad.pdb")
+    water = _tiny_data()
+    np.save(tmp_path / "f.npy", np.zeros((4, 2, 3), np.float32))
+    with pytest.raises(ValueError, match=r"trajectory file '.*bad.dcd'"):
+        load_atomistic(water.topology, tmp_path / "bad.dcd", tmp_path / "f.npy", 300.0)
+    with pytest.raises(ValueError, match=r"dataset '.*bad.h5' is unreadable"):
+        next(iter_dataset_chunks(tmp_path / "bad.h5"))
