@@ -24,7 +24,8 @@ def refuse_existing(paths: Iterable[str | os.PathLike], what: str, overwrite: bo
     if existing and not overwrite:
         hint = "continue it with resume (--resume) or " if resume_hint else ""
         raise OutputExistsError(
-            f"{what} {existing} already exist(s); {hint}replace it with overwrite=True (--overwrite)"
+            f"{what} {', '.join(repr(p) for p in existing)} already exist(s); {hint}replace "
+            f"{'it' if len(existing) == 1 else 'them'} with overwrite=True (--overwrite)"
         )
 
 

@@ -688,8 +688,15 @@ def main(argv: list[str] | None = None) -> int:
     # One XLA device per CPU core (unless XLA_FLAGS says otherwise): training and simulation
     # shard their batches and replicas over them. Must precede JAX's first computation.
     use_host_devices()
+    import warnings
+
     parser = build_parser()
     args = parser.parse_args(argv)
+    format_warning = warnings.formatwarning
+    # One line per warning, "jaxcg CMD: warning: ...", not the source line of the library call.
+    warnings.formatwarning = lambda message, category, *rest, **kw: (
+        f"jaxcg {args.command}: warning: {message}\n" if category.__module__.startswith("jaxcg")
+        else format_warning(message, category, *rest, **kw))
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
@@ -699,6 +706,8 @@ def main(argv: list[str] | None = None) -> int:
         hint = "; continue with --resume" if "resume" in vars(args) else ""
         print(f"\njaxcg {args.command}: interrupted{hint}", file=sys.stderr, flush=True)
         return 130
+    finally:
+        warnings.formatwarning = format_warning
 
 
 if __name__ == "__main__":
