@@ -221,9 +221,15 @@ def compare_1d(
     reference: np.ndarray, model: np.ndarray, edges: np.ndarray, kT: float,
     jacobian: str | None = None,
 ) -> tuple[dict[str, float], FreeEnergy1D, FreeEnergy1D]:
-    """KL, free-energy MSE and W1 between reference and model samples of one 1D quantity."""
+    """KL, free-energy MSE and W1 between reference and model samples of one 1D quantity.
+
+    Raises ValueError for degenerate input (fewer than 2 populated bins in either histogram),
+    where KL 0 and MSE 0 would report a perfect match that was never measured.
+    """
     ref = pmf_1d(reference, edges, kT, jacobian=jacobian)
     cg = pmf_1d(model, edges, kT, jacobian=jacobian)
+    _check_not_degenerate(ref.probability, "reference")
+    _check_not_degenerate(cg.probability, "model")
     metrics = {
         "kl": kl_divergence(ref.probability, cg.probability),
         "mse_kJ2_per_mol2": free_energy_mse(ref.free_energy, cg.free_energy),
@@ -233,7 +239,10 @@ def compare_1d(
 
 
 def compare_2d(ref: FreeEnergy2D, model: FreeEnergy2D) -> dict[str, float]:
-    """KL and free-energy MSE between two surfaces on the same bins."""
+    """KL and free-energy MSE between two surfaces on the same bins (degenerate input, fewer
+    than 2 populated bins in either, raises ValueError)."""
+    _check_not_degenerate(ref.probability, "reference")
+    _check_not_degenerate(model.probability, "model")
     return {
         "kl": kl_divergence(ref.probability, model.probability),
         "mse_kJ2_per_mol2": free_energy_mse(ref.free_energy, model.free_energy),
@@ -379,6 +388,15 @@ def _normalise(counts: np.ndarray) -> np.ndarray:
     if total <= 0:
         raise ValueError("histogram is empty: no sample fell inside the bins")
     return counts / total
+
+
+def _check_not_degenerate(probability: np.ndarray, name: str, min_bins: int = 2) -> None:
+    populated = int(np.count_nonzero(np.asarray(probability) > 0))
+    if populated < min_bins:
+        raise ValueError(
+            f"{name} histogram is degenerate: {populated} populated bin(s), at least {min_bins} "
+            "needed for a meaningful KL/MSE (constant or too few samples, or bins too wide)"
+        )
 
 
 def _same_shape(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

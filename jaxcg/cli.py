@@ -39,7 +39,9 @@ def _add_reference_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--temperature", type=float, default=300.0, help="K (default 300)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--out", required=True, help="output HDF5 file")
-    parser.add_argument("--resume", action="store_true", help="continue OUT from its last chunk")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue OUT from its last chunk (every setting must match OUT's)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
     parser.add_argument("--platform", default=None, help="OpenMM platform (default: the faster)")
     parser.set_defaults(func=_run_reference)
 
@@ -63,9 +65,9 @@ def _run_reference(args: argparse.Namespace) -> int:
                 args.system, args.out, n_frames=args.frames, ns=args.ns,
                 save_every=args.save_every, temperature=args.temperature, seed=args.seed,
                 solvent=args.solvent, rigid=args.rigid, platform=args.platform,
-                resume=args.resume, progress=progress,
+                resume=args.resume, progress=progress, overwrite=args.overwrite,
             )
-        except ValueError as err:
+        except (ValueError, OSError) as err:
             bar.close()
             print(f"jaxcg reference: error: {err}", file=sys.stderr)
             return 2
@@ -96,6 +98,10 @@ def _add_train_parser(subparsers: argparse._SubParsersAction) -> None:
                         "beads are typed by (residue name, atom name)")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the checkpoints, metrics and model of an earlier run in OUT")
+    parser.add_argument("--allow-invalid-map", action="store_true",
+                        help="train even if the force map fails check_map (e.g. slice on constrained data)")
     parser.add_argument("--epochs", type=int, default=DEFAULT_TRAIN.epochs,
                         help=f"epochs (default {DEFAULT_TRAIN.epochs}; the best validation epoch is kept)")
     parser.add_argument("--batch-size", type=int, default=DEFAULT_TRAIN.batch_size)
@@ -123,53 +129,115 @@ def _train_load_cg(args: argparse.Namespace):
     import numpy as np
 
     from jaxcg import maps
-    from jaxcg.data import CGData, load_dataset
+    from jaxcg._files import reading
+    from jaxcg._plausibility import check_force_scale, check_positions_scale, check_temperature
+    from jaxcg.data import CGData, integer_pairs, load_dataset
 
     if args.data.endswith(".npz"):
-        with np.load(args.data) as archive:
+        with reading(args.data, "--data CG arrays (npz)"), np.load(args.data) as archive:
             missing = {"positions", "forces", "bead_types", "bonds", "temperature"} - set(archive)
             if missing:
-                raise ValueError(f"--data {args.data!r} lacks arrays {sorted(missing)}")
-            return CGData(
-                positions=archive["positions"], forces=archive["forces"],
-                bead_types=archive["bead_types"], bonds=archive["bonds"],
-                temperature=float(archive["temperature"]),
-                weights=archive["weights"] if "weights" in archive else None,
-            ), {"data": args.data}
-    data = load_dataset(args.data)
-    linear_map = maps.slice_map(data.topology, args.selection)
-    if args.map == "basic":
-        linear_map = maps.basic_aggregation_map(linear_map, data.constraints)
-    elif args.map == "optimal":
-        linear_map = maps.optimal_linear_map(data, linear_map)
-    cg = maps.map_dataset(data, linear_map)
-    return cg, {"data": args.data, "map": args.map, "selection": args.selection,
-                "masses": np.asarray(cg.masses).tolist()}
+                raise ValueError(f"--data {args.data!r} lacks arrays {sorted(missing)} (it has {sorted(archive)})")
+            arrays = {k: archive[k] for k in archive}
+        positions, forces = (_float_frames(arrays[k], f"--data {args.data!r}: {k}") for k in ("positions", "forces"))
+        check_temperature(float(arrays["temperature"]), f"--data {args.data!r}: temperature")
+        cg = CGData(
+            positions=positions, forces=forces, bead_types=_int_values(arrays["bead_types"], f"--data {args.data!r}: bead_types"),
+            bonds=integer_pairs(arrays["bonds"], "bonds", positions.shape[1]),
+            temperature=float(arrays["temperature"]), weights=arrays.get("weights"),
+        )
+        made_from = {"data": args.data}
+    else:
+        data = load_dataset(args.data)
+        linear_map = maps.slice_map(data.topology, args.selection)
+        if args.map == "basic":
+            linear_map = maps.basic_aggregation_map(linear_map, data.constraints)
+        elif args.map == "optimal":
+            linear_map = maps.optimal_linear_map(data, linear_map)
+        report = maps.check_map(linear_map, data.constraints, raise_on_error=False)
+        if not report.valid and not args.allow_invalid_map:
+            raise ValueError(
+                f"--map {args.map} is not a valid force map for {args.data!r}: "
+                + "; ".join(report.problems())
+                + ". Use --map basic or --map optimal, or pass --allow-invalid-map to train on it anyway"
+            )
+        cg = maps.map_dataset(data, linear_map)
+        made_from = {"data": args.data, "map": args.map, "selection": args.selection,
+                     "masses": np.asarray(cg.masses).tolist()}
+    check_positions_scale(cg.positions, "--data positions")
+    check_force_scale(cg.positions, cg.forces, cg.temperature, "--data forces")
+    return cg, made_from
+
+
+def _int_values(array, name: str):
+    """Integer values (whole floats accepted), anything else refused rather than truncated."""
+    import numpy as np
+
+    array = np.asarray(array)
+    if not (np.issubdtype(array.dtype, np.integer) or (np.issubdtype(array.dtype, np.floating)
+                                                       and np.all(array == np.round(array)))):
+        raise ValueError(f"{name} must hold integers, got dtype {array.dtype}")
+    return array.astype(np.int64)
+
+
+def _float_frames(array, name: str):
+    """The CLI's dtype policy: float frames, float16 upcast to float32, integers refused."""
+    import numpy as np
+
+    array = np.asarray(array)
+    if not np.issubdtype(array.dtype, np.floating):
+        raise ValueError(f"{name} must hold floats, got dtype {array.dtype}")
+    return array.astype(np.float32) if array.dtype.itemsize < 4 else array
+
+
+#: `jaxcg train` settings that must match on --resume (``fit`` checks its TrainConfig again).
+_TRAIN_RESUME_KEYS = ("data", "map", "selection", "features", "blocks", "rbf", "cutoff", "exclusion_hops", "no_prior",
+                      "epochs", "batch_size", "lr", "schedule", "val_fraction", "patience", "seed")
 
 
 def _train_run(args: argparse.Namespace) -> int:
     import dataclasses
+    import json
     from pathlib import Path
 
     import jax
     from tqdm import tqdm
 
     from jaxcg import pipeline, train
+    from jaxcg._files import (
+        check_writable_folder,
+        reading,
+        refuse_changed_settings,
+        refuse_existing,
+    )
     from jaxcg.saved_model import model_spec, save_model
 
+    out = Path(args.out)
     try:
+        config = train.TrainConfig(
+            epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr, schedule=args.schedule,
+            val_fraction=args.val_fraction, patience=args.patience, seed=args.seed,
+        )
+        check_writable_folder(out)
+        settings = {key: getattr(args, key) for key in _TRAIN_RESUME_KEYS}
+        settings_path = out / "train_settings.json"
+        if not args.resume:
+            refuse_existing([out / "model.npz", out / "checkpoints"], "training output(s)", args.overwrite)
+        elif settings_path.exists():
+            with reading(settings_path, "training settings"):
+                stored = json.loads(settings_path.read_text())
+            refuse_changed_settings(out, stored, settings, _TRAIN_RESUME_KEYS)
         cg, made_from = _train_load_cg(args)
-    except (ValueError, OSError, KeyError) as err:
+    except (ValueError, OSError, KeyError, TypeError) as err:
         print(f"jaxcg train: error: {err}", file=sys.stderr)
         return 2
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if not args.resume:
+        for name in ("model.npz", "model.json", "energy.py"):  # --overwrite: no stale model beside new checkpoints
+            (out / name).unlink(missing_ok=True)
+        settings_path.write_text(json.dumps(settings, indent=1))
     spec = pipeline.ModelSpec(features=args.features, blocks=args.blocks, rbf=args.rbf, cutoff=args.cutoff,
                               exclusion_hops=args.exclusion_hops, prior=not args.no_prior)
-    config = train.TrainConfig(
-        epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr, schedule=args.schedule,
-        val_fraction=args.val_fraction, patience=args.patience, seed=args.seed,
-    )
     with tqdm(total=args.epochs, unit="epoch", desc="force matching") as bar:
 
         def progress(epoch: int, step: int, steps: int, metrics: dict | None) -> None:
@@ -182,13 +250,14 @@ def _train_run(args: argparse.Namespace) -> int:
         try:
             trained = pipeline.train_cg_model(
                 cg, spec, config, seed=args.seed, out_dir=out, resume=args.resume, progress=progress,
-                devices=jax.local_devices()[: args.devices] if args.devices else "auto",
+                devices=jax.local_devices()[: args.devices] if args.devices else "auto", overwrite=args.overwrite,
             )
-        except (ValueError, FloatingPointError) as err:
+        except (ValueError, FloatingPointError, OSError) as err:
             print(f"jaxcg train: error: {err}", file=sys.stderr)
             return 2
     saved = model_spec(cg, trained.prior, spec.features, spec.blocks, spec.rbf, spec.cutoff, spec.exclusion_hops)
-    save_model(out, saved, trained.params, extra={"train": dataclasses.asdict(config), "cg": made_from})
+    save_model(out, saved, trained.params, extra={"train": dataclasses.asdict(config), "cg": made_from},
+               overwrite=True)
     (out / "energy.py").write_text(
         '"""Energy of the CG model trained here, for `jaxcg simulate --energy energy.py:energy`."""\n'
         "from pathlib import Path\n\nfrom jaxcg.saved_model import load_energy\n\n\n"
@@ -241,7 +310,9 @@ def _add_simulate_parser(subparsers: argparse._SubParsersAction) -> None:
                         "`jaxcg train` does): faster, with a small force error")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--resume", action="store_true", help="continue from OUT/state.npz")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from OUT/state.npz (the settings must match OUT/settings.json)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an earlier run in OUT")
     parser.set_defaults(func=_simulate_run)
 
 
@@ -273,53 +344,124 @@ def _simulate_start(args: argparse.Namespace):
     import mdtraj as md
     import numpy as np
 
+    from jaxcg._files import reading
+    from jaxcg._plausibility import check_positions_scale
+
     masses = None
     if args.start.endswith(".npz"):
-        with np.load(args.start) as archive:
-            positions = np.asarray(archive["positions"], np.float32)
-            masses = np.asarray(archive["masses"]) if "masses" in archive else None
         if args.top is None:
             raise ValueError("--top is required with an npz --start (the CG topology, e.g. pdb)")
-        topology = md.load_topology(args.top)
+        with reading(args.start, "--start file (npz)"), np.load(args.start) as archive:
+            if "positions" not in archive:
+                raise ValueError(f"--start {args.start!r} has no array 'positions' (it has {sorted(archive)})")
+            positions = _float_frames(archive["positions"], f"--start {args.start!r}: positions")
+            masses = np.asarray(archive["masses"], np.float64) if "masses" in archive else None
+        if positions.ndim == 2:
+            positions = positions[None]
+        if positions.ndim != 3 or positions.shape[-1] != 3 or positions.shape[0] == 0:
+            raise ValueError(f"--start {args.start!r}: positions must have shape (T, N, 3) nm, got {positions.shape}")
+        with reading(args.top, "--top topology"):
+            topology = md.load_topology(args.top)
+        if topology.n_atoms != positions.shape[1]:
+            raise ValueError(f"--top {args.top!r} has {topology.n_atoms} atoms but --start positions have {positions.shape[1]}")
+        if masses is not None and masses.shape != (positions.shape[1],):
+            raise ValueError(f"--start {args.start!r}: masses must have shape ({positions.shape[1]},), got {masses.shape}")
     else:
-        traj = md.load(args.start, top=args.top) if args.top else md.load(args.start)
+        with reading(args.start, "--start trajectory"):
+            traj = md.load(args.start, top=args.top) if args.top else md.load(args.start)
         if args.select:
-            traj = traj.atom_slice(traj.topology.select(args.select))
+            try:
+                atoms = traj.topology.select(args.select)
+            except Exception as err:  # mdtraj raises several types for bad syntax
+                raise ValueError(f"--select {args.select!r} is not a valid mdtraj selection: {err}") from err
+            if atoms.size == 0:
+                raise ValueError(f"--select {args.select!r} matches no atoms of --start")
+            traj = traj.atom_slice(atoms)
         positions, topology = traj.xyz, traj.topology
+    check_positions_scale(positions, f"--start {args.start!r}")
     if args.mass is not None or masses is None:
         masses = np.full(positions.shape[1], 100.0 if args.mass is None else args.mass)
     return positions, topology, masses
 
 
+#: `jaxcg simulate` settings that must match between a run and its --resume.
+_SIMULATE_RESUME_KEYS = ("energy", "start", "top", "select", "mass", "replicas", "dt", "friction", "temperature",
+                         "integrator", "save_every", "chunk", "force_bound", "filter_table", "seed")
+
+
+def _check_energy_beads(energy, positions, args: argparse.Namespace) -> None:
+    """Refuse --start frames whose bead count differs from the model's (``energy.n_beads`` or a trace)."""
+    import jax
+
+    n_beads = getattr(energy, "n_beads", None)
+    if n_beads is not None and positions.shape[1] != n_beads:
+        raise ValueError(f"--start {args.start!r} has {positions.shape[1]} beads but the model of --energy "
+                         f"{args.energy!r} has {n_beads}")
+    try:
+        jax.eval_shape(energy, jax.ShapeDtypeStruct(positions.shape[1:], positions.dtype))
+    except (ValueError, TypeError, IndexError) as err:
+        raise ValueError(f"--energy {args.energy!r} does not accept one --start frame of shape "
+                         f"{positions.shape[1:]}: {err}") from err
+
+
 def _simulate_run(args: argparse.Namespace) -> int:
+    import json
     from pathlib import Path
 
     import jax
     from tqdm import tqdm
 
     from jaxcg import simulate
+    from jaxcg._files import (
+        check_writable_folder,
+        reading,
+        refuse_changed_settings,
+        refuse_existing,
+    )
+    from jaxcg._plausibility import check_temperature
 
+    out = Path(args.out)
+    checkpoint, settings_path = out / "state.npz", out / "settings.json"
+    settings = {key: getattr(args, key) for key in _SIMULATE_RESUME_KEYS}
     try:
+        check_temperature(args.temperature, "--temperature")
+        check_writable_folder(out)
+        if args.resume:
+            if not checkpoint.exists():
+                raise ValueError(f"--resume: {str(checkpoint)!r} does not exist; run without --resume first")
+            if settings_path.exists():
+                with reading(settings_path, "simulation settings"):
+                    stored = json.loads(settings_path.read_text())
+                refuse_changed_settings(out, stored, settings, _SIMULATE_RESUME_KEYS)
+        else:
+            refuse_existing([out / n for n in ("trajectory.dcd", "state.npz", "log.csv")],
+                            "simulation output(s)", args.overwrite)
         energy = _simulate_load_energy(args.energy, args.filter_table)
         positions, topology, masses = _simulate_start(args)
+        _check_energy_beads(energy, positions, args)
         build = simulate.langevin if args.integrator == "langevin" else simulate.brownian
         sim = build(energy, masses, args.temperature, args.dt, args.friction, args.chunk,
                     args.save_every, force_bound=args.force_bound)
-    except (ValueError, OSError, ImportError, AttributeError) as err:
+        if args.resume:
+            state, frames = simulate.resume_state(sim, checkpoint)
+            if state.alive.shape[0] != args.replicas:
+                raise ValueError(f"--replicas {args.replicas} but {str(checkpoint)!r} holds {state.alive.shape[0]} replicas")
+    except (ValueError, OSError, ImportError, AttributeError, TypeError) as err:
         print(f"jaxcg simulate: error: {err}", file=sys.stderr)
         return 2
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    checkpoint = out / "state.npz"
     if args.resume:
-        state, frames = simulate.resume_state(sim, checkpoint)
+        simulate.trim_log(out / "log.csv", int(state.step))
     else:
+        for name in ("log.csv", "report.json", "state.npz"):
+            (out / name).unlink(missing_ok=True)
+        settings_path.write_text(json.dumps(settings, indent=1))
         key_start, key_sim = jax.random.split(jax.random.key(args.seed))
         start = simulate.initial_positions(positions, args.replicas, key_start)
         state, frames = sim.init(key_sim, start), None
     remaining = max(0, args.steps - int(state.step))
-    with simulate.TrajectoryWriter(out, topology, state.alive.shape[0],
-                                   reference_positions=positions[0], resume_frames=frames) as writer, \
+    with simulate.TrajectoryWriter(out, topology, state.alive.shape[0], reference_positions=positions[0],
+                                   resume_frames=frames, overwrite=True) as writer, \
             tqdm(total=remaining, unit="step", desc=f"{args.integrator} x{state.alive.shape[0]}") as bar:
 
         def progress(done: int, info: dict) -> None:
@@ -334,6 +476,13 @@ def _simulate_run(args: argparse.Namespace) -> int:
                                 "temperature_K": args.temperature})
     for stopped in report.stopped:
         print(f"replica {stopped.replica} stopped at step {stopped.step}", file=sys.stderr)
+    if report.all_stopped:
+        last = max(stopped.step for stopped in report.stopped)
+        print(f"jaxcg simulate: error: all {len(report.stopped)} replicas stopped (NaN/inf or a force above "
+              f"--force-bound {args.force_bound} kJ/mol/nm) by step {last}; the run ended early at step "
+              f"{int(state.step)} of {args.steps}. Frames before each stop are kept in {out}; try a smaller "
+              "--dt or check the model", file=sys.stderr)
+        return 3
     print(f"wrote {out} ({int(state.step)} steps, {len(report.stopped)} replicas stopped)")
     return 0
 
@@ -367,6 +516,8 @@ def _add_analyze_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="folded reference structure (pdb; --select applied) for folded fractions")
     parser.add_argument("--rmsd-cutoff", type=float, default=0.1, help="nm (default 0.1)")
     parser.add_argument("--bins", type=int, default=60, help="bins per axis (default 60)")
+    parser.add_argument("--min-frames", type=int, default=20,
+                        help="refuse a reference or simulation with fewer frames (default 20)")
     parser.add_argument("--out", required=True, help="output folder")
     parser.set_defaults(func=_analyze_run)
 
@@ -375,34 +526,44 @@ def _analyze_reference(args: argparse.Namespace):
     """Reference bead positions (T, N, 3) nm and the temperature (K)."""
     import mdtraj as md
 
+    from jaxcg._files import reading
+    from jaxcg._plausibility import check_temperature
     from jaxcg.data import load_dataset
 
     temperature = args.temperature
+    if temperature is not None:
+        check_temperature(temperature, "--temperature")
     if args.reference.endswith((".h5", ".hdf5")):
         data = load_dataset(args.reference)
         traj = md.Trajectory(data.positions, data.topology)
-        temperature = temperature or data.temperature
-    elif args.reference_top:
-        traj = md.load(args.reference, top=args.reference_top)
+        temperature = data.temperature if temperature is None else temperature
     else:
-        traj = md.load(args.reference)
+        with reading(args.reference, "--reference trajectory"):
+            traj = md.load(args.reference, top=args.reference_top) if args.reference_top else md.load(args.reference)
     if args.select and args.select != "all":
-        traj = traj.atom_slice(traj.topology.select(args.select))
-    return traj.xyz, float(temperature or 300.0)
+        try:
+            atoms = traj.topology.select(args.select)
+        except Exception as err:  # mdtraj raises several types for bad syntax
+            raise ValueError(f"--select {args.select!r} is not a valid mdtraj selection: {err}") from err
+        if atoms.size == 0:
+            raise ValueError(f"--select {args.select!r} matches no atoms of --reference")
+        traj = traj.atom_slice(atoms)
+    return traj.xyz, float(300.0 if temperature is None else temperature)
 
 
 def _analyze_run(args: argparse.Namespace) -> int:
-    from pathlib import Path
 
     import numpy as np
 
-    from jaxcg import analysis
+    from jaxcg._files import check_writable_folder
     from jaxcg.simulate import load_replicas
     from jaxcg.units import kT_from_temperature
 
     try:
+        check_writable_folder(args.out)
         reference, temperature = _analyze_reference(args)
         runs = [t.xyz for folder in args.simulation for t in load_replicas(folder)]
+        _note_stopped_replicas(args.simulation)
         cg = np.concatenate([r for r in runs if len(r)]) if any(len(r) for r in runs) else None
         if cg is None:
             raise ValueError(f"the simulation folder(s) {args.simulation} hold no frames")
@@ -411,11 +572,48 @@ def _analyze_run(args: argparse.Namespace) -> int:
                 f"the simulation has {cg.shape[1]} beads but the reference selection "
                 f"{args.select!r} gives {reference.shape[1]}"
             )
+        for name, frames in (("--reference", reference), ("--simulation", cg)):
+            if len(frames) < args.min_frames:
+                raise ValueError(
+                    f"{name} has {len(frames)} frames (after dropping those of stopped replicas), fewer "
+                    f"than --min-frames {args.min_frames}: too few for PMFs and divergences"
+                )
     except (ValueError, OSError) as err:
         print(f"jaxcg analyze: error: {err}", file=sys.stderr)
         return 2
+    try:
+        path = _analyze_metrics(args, reference, cg, kT_from_temperature(temperature), temperature)
+    except ValueError as err:
+        print(f"jaxcg analyze: error: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {path} and figures in {args.out}")
+    return 0
+
+
+def _note_stopped_replicas(folders: list[str]) -> None:
+    """Say on stderr how many replicas of each simulation folder had stopped (their later frames
+    are left out of the analysis)."""
+    import json
+    from pathlib import Path
+
+    for folder in folders:
+        report = Path(folder) / "report.json"
+        if report.exists():
+            stopped = json.loads(report.read_text()).get("stopped", [])
+            if stopped:
+                print(f"jaxcg analyze: note: {len(stopped)} replica(s) of {folder} stopped early; only their "
+                      "frames before the stop are analysed", file=sys.stderr)
+
+
+def _analyze_metrics(args: argparse.Namespace, reference, cg, kT: float, temperature: float):
+    """PMFs, FES, TICA and folded fractions of ``reference`` and ``cg`` (T, N, 3) nm to OUT."""
+    from pathlib import Path
+
+    import numpy as np
+
+    from jaxcg import analysis
+
     out = Path(args.out)
-    kT = kT_from_temperature(temperature)
     metrics: dict = {"temperature_K": temperature, "reference_frames": len(reference),
                      "cg_frames": len(cg)}
     for i, j in args.distance or [(0, reference.shape[1] - 1)]:
@@ -454,7 +652,10 @@ def _analyze_run(args: argparse.Namespace) -> int:
     if args.folded:
         import mdtraj as md
 
-        folded = md.load(args.folded)
+        from jaxcg._files import reading
+
+        with reading(args.folded, "--folded structure"):
+            folded = md.load(args.folded)
         if args.select and args.select != "all":
             folded = folded.atom_slice(folded.topology.select(args.select))
         metrics["folded_fraction"] = {
@@ -462,9 +663,7 @@ def _analyze_run(args: argparse.Namespace) -> int:
             for label, frames in (("reference", reference), ("CG", cg))
         }
         metrics["folded_fraction"]["rmsd_cutoff_nm"] = args.rmsd_cutoff
-    path = analysis.save_metrics(out / "metrics.json", metrics)
-    print(f"wrote {path} and figures in {out}")
-    return 0
+    return analysis.save_metrics(out / "metrics.json", metrics)
 
 
 def _add_evaluate_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -497,6 +696,7 @@ def _add_evaluate_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--bins", type=int, default=36, help="bins per dihedral (default 36, 10 degrees)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--overwrite", action="store_true", help="replace an earlier evaluation in OUT")
     parser.set_defaults(func=_evaluate_run)
 
 
@@ -509,10 +709,13 @@ def _evaluate_run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from jaxcg import analysis, evaluate
+    from jaxcg._files import check_writable_folder, refuse_existing
     from jaxcg.data import load_dataset
     from jaxcg.saved_model import load_energy
 
     try:
+        check_writable_folder(Path(args.out))
+        refuse_existing([Path(args.out) / "evaluation.json"], "evaluation", args.overwrite, resume_hint=False)
         model_json = Path(args.model) / "model.json"
         if not model_json.exists():
             raise ValueError(f"--model {args.model!r} holds no model.json: not a folder written by `jaxcg train`")
@@ -607,15 +810,33 @@ def main(argv: list[str] | None = None) -> int:
     # One XLA device per CPU core (unless XLA_FLAGS says otherwise): training and simulation
     # shard their batches and replicas over them. Must precede JAX's first computation.
     use_host_devices()
+    import warnings
+
     parser = build_parser()
     args = parse_with_config(parser, list(sys.argv[1:] if argv is None else argv))
-    if args.command in _RECORDED:
+    format_warning = warnings.formatwarning
+    # One line per warning, "jaxcg CMD: warning: ...", not the source line of the library call.
+    warnings.formatwarning = lambda message, category, *rest, **kw: (
+        f"jaxcg {args.command}: warning: {message}\n" if category.__module__.startswith("jaxcg")
+        else format_warning(message, category, *rest, **kw))
+    try:
+        code = int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        # Writers close in their context managers on the way out (frames, logs and checkpoints
+        # up to the last completed chunk or epoch are on disk).
+        sys.stdout.flush()
+        hint = "; continue with --resume" if "resume" in vars(args) else ""
+        print(f"\njaxcg {args.command}: interrupted{hint}", file=sys.stderr, flush=True)
+        code = 130
+    finally:
+        warnings.formatwarning = format_warning
+    if args.command in _RECORDED and code in (0, 130):
+        # the settings of the output that now exists (a refused run leaves the earlier record alone)
         try:
             write_resolved(args, resolved_path(args))
         except OSError as err:
-            print(f"jaxcg {args.command}: error: cannot write to --out {args.out!r}: {err}", file=sys.stderr)
-            return 2
-    return int(args.func(args) or 0)
+            print(f"jaxcg {args.command}: warning: cannot record the settings: {err}", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

@@ -17,6 +17,8 @@ from typing import Any
 import mdtraj as md
 import numpy as np
 
+from jaxcg._files import reading, refuse_existing
+from jaxcg._plausibility import check_force_scale, check_positions_scale, check_temperature
 from jaxcg.units import force_unit_factor, kT_from_temperature
 
 #: Version of the HDF5 dataset layout written by ``save_dataset``.
@@ -99,6 +101,30 @@ def _check_frames_array(name: str, array: np.ndarray, n_atoms: int | None) -> No
         )
 
 
+def _upcast_half(array: np.ndarray) -> np.ndarray:
+    """float16 (too coarse for nm positions or forces) upcast to float32; other dtypes unchanged."""
+    if np.issubdtype(array.dtype, np.floating) and np.finfo(array.dtype).bits < 32:
+        return array.astype(np.float32)
+    return array
+
+
+def integer_pairs(pairs: np.ndarray, name: str, n_atoms: int | None = None) -> np.ndarray:
+    """(K, 2) int64 index pairs; non-integer values (e.g. 3.7) and out-of-range indices refused."""
+    array = np.asarray(pairs)
+    if array.size and not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
+        raise TypeError(f"{name} must hold integer atom indices, got dtype {array.dtype}")
+    if array.size and np.issubdtype(array.dtype, np.floating):
+        if not np.all(np.isfinite(array)) or np.any(array != np.round(array)):
+            bad = array[~np.isfinite(array) | (array != np.round(array))]
+            raise ValueError(f"{name} must hold integer atom indices, got non-integer values {bad[:5].tolist()}")
+    if array.size % 2:
+        raise ValueError(f"{name} must have shape (K, 2), got {array.shape}")
+    array = array.astype(np.int64).reshape(-1, 2)
+    if n_atoms is not None and array.size and (array.min() < 0 or array.max() >= n_atoms):
+        raise ValueError(f"{name} index atoms {array.min()}..{array.max()} but there are {n_atoms} atoms")
+    return array
+
+
 def _nonfinite_frames(positions: np.ndarray, forces: np.ndarray) -> np.ndarray:
     """Indices of frames with NaN or inf in positions or forces."""
     bad = ~(np.isfinite(positions).all(axis=(1, 2)) & np.isfinite(forces).all(axis=(1, 2)))
@@ -156,13 +182,20 @@ def make_atomistic_data(
       positions: (T, n, 3) nm. forces: (T, n, 3) kJ/mol/nm. temperature: K.
       constraints: (K, 2) int pairs or None. weights: (T,) or None.
       nonfinite: "raise" (default) or "drop": frames holding NaN/inf are dropped with a warning.
+
+    Dtype policy: positions and forces must hold floats (integers raise a TypeError); float16
+    is upcast to float32. Constraint indices must be whole numbers (floats such as 3.7 raise).
+    Plausibility (``UnitWarning``): a temperature below 10 K (looks like kT), positions whose
+    nearest-neighbour distances look like Å, and, without constraints, forces whose virial
+    -<Σ (x - x̄)·F> differs from (3n - 3) kT by a unit-like factor (kcal/mol, Å).
     """
     if nonfinite not in ("raise", "drop"):
         raise ValueError(f"nonfinite must be 'raise' or 'drop', got {nonfinite!r}")
-    positions = np.asarray(positions)
-    forces = np.asarray(forces)
+    positions = _upcast_half(np.asarray(positions))
+    forces = _upcast_half(np.asarray(forces))
     _check_frames_array("positions", positions, topology.n_atoms)
     _check_frames_array("forces", forces, topology.n_atoms)
+    check_temperature(temperature)
     if positions.shape != forces.shape:
         raise ValueError(
             f"forces has shape {forces.shape} but positions has shape {positions.shape}"
@@ -181,7 +214,10 @@ def make_atomistic_data(
             positions, forces = positions[keep], forces[keep]
             weights = None if weights is None else weights[keep]
     if constraints is not None:
-        constraints = np.asarray(constraints, dtype=np.int64).reshape(-1, 2)
+        constraints = integer_pairs(constraints, "constraints", topology.n_atoms)
+    if constraints is None or constraints.size == 0:
+        check_force_scale(positions, forces, float(temperature), name="forces")
+    check_positions_scale(positions)
     return AtomisticData(
         positions=positions,
         forces=forces,
@@ -263,7 +299,8 @@ def load_topology(path: str | os.PathLike) -> md.Topology:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"topology file {str(path)!r} does not exist")
-    return md.load_topology(str(path))
+    with reading(path, "topology file"):
+        return md.load_topology(str(path))
 
 
 def _read_trr_forces(path: Path) -> np.ndarray:
@@ -297,15 +334,19 @@ def load_forces(
     factor = force_unit_factor(force_units)
     suffix = path.suffix.lower()
     if suffix == ".npy":
-        forces = np.load(path)
+        with reading(path, "forces file"):
+            forces = np.load(path)
     elif suffix == ".npz":
+        with reading(path, "forces file"), np.load(path) as archive:
+            names = list(archive.keys())
         with np.load(path) as archive:
-            forces = archive[_pick_key(list(archive.keys()), key, path)]
+            forces = archive[_pick_key(names, key, path)]
     elif suffix in (".h5", ".hdf5"):
         import h5py
 
-        with h5py.File(path, "r") as handle:
+        with reading(path, "forces file"), h5py.File(path, "r") as handle:
             names = [k for k, v in handle.items() if isinstance(v, h5py.Dataset)]
+        with h5py.File(path, "r") as handle:
             forces = handle[_pick_key(names, key, path)][()]
     elif suffix == ".trr":
         forces = _read_trr_forces(path)
@@ -314,6 +355,7 @@ def load_forces(
     forces = np.asarray(forces)
     if not np.issubdtype(forces.dtype, np.floating):
         raise TypeError(f"forces in {str(path)!r} must be floats, got dtype {forces.dtype}")
+    forces = _upcast_half(forces)
     return forces * forces.dtype.type(factor) if factor != 1.0 else forces
 
 
@@ -324,9 +366,17 @@ def _pick_key(names: list[str], key: str | None, path: Path) -> str:
         return key
     if "forces" in names:
         return "forces"
-    if len(names) == 1:
+    named = [n for n in names if "force" in n.lower()]
+    if len(named) == 1:
+        return named[0]
+    if names == ["arr_0"]:  # np.savez(path, array): unnamed, not misnamed
         return names[0]
-    raise KeyError(f"{str(path)!r} holds several arrays {names}; name one with key=")
+    if not named:
+        raise KeyError(
+            f"{str(path)!r} holds no array named as forces (its arrays: {names}); name the forces "
+            "array with key= (forces_key=) if one of them holds forces in kJ/mol/nm"
+        )
+    raise KeyError(f"{str(path)!r} holds several force arrays {named}; name one with key=")
 
 
 def load_atomistic(
@@ -351,7 +401,8 @@ def load_atomistic(
     for p in paths:
         if not Path(p).exists():
             raise FileNotFoundError(f"trajectory file {str(p)!r} does not exist")
-    traj = md.load([str(p) for p in paths], top=top)
+    with reading(paths[0] if len(paths) == 1 else [str(p) for p in paths], "trajectory file"):
+        traj = md.load([str(p) for p in paths], top=top)
     if isinstance(forces, np.ndarray):
         force_array = forces * force_unit_factor(force_units)
     else:
@@ -463,8 +514,12 @@ def content_hash(positions: np.ndarray, forces: np.ndarray) -> str:
     return digest.hexdigest()
 
 
-def save_dataset(path: str | os.PathLike, data: AtomisticData, metadata: dict | None = None) -> Path:
+def save_dataset(
+    path: str | os.PathLike, data: AtomisticData, metadata: dict | None = None, overwrite: bool = False
+) -> Path:
     """Write ``data`` to one HDF5 file (the jaxcg dataset format, see ``load_dataset``).
+
+    An existing ``path`` is refused (``OutputExistsError``) unless ``overwrite=True``.
 
     Layout: datasets ``positions`` (T, n, 3) float32 nm, ``forces`` (T, n, 3) float32 kJ/mol/nm,
     ``constraints`` (K, 2) int64, optional ``weights`` (T,); attributes ``topology_pdb`` (PDB text),
@@ -473,6 +528,7 @@ def save_dataset(path: str | os.PathLike, data: AtomisticData, metadata: dict | 
     import h5py
 
     path = Path(path)
+    refuse_existing([path], "dataset", overwrite, resume_hint=False)
     path.parent.mkdir(parents=True, exist_ok=True)
     positions = np.asarray(data.positions, dtype=np.float32)
     forces = np.asarray(data.forces, dtype=np.float32)
@@ -502,14 +558,14 @@ def load_dataset(path: str | os.PathLike, verify_hash: bool = False) -> Atomisti
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"dataset {str(path)!r} does not exist")
-    with h5py.File(path, "r") as handle:
+    with reading(path, "dataset"), h5py.File(path, "r") as handle:
         version = int(handle.attrs.get("format_version", -1))
         if version != DATASET_FORMAT_VERSION:
             raise ValueError(
                 f"dataset {str(path)!r} has format_version {version}, expected {DATASET_FORMAT_VERSION}"
             )
-        positions = handle["positions"][()]
-        forces = handle["forces"][()]
+        positions = _upcast_half(handle["positions"][()])
+        forces = _upcast_half(handle["forces"][()])
         constraints = handle["constraints"][()]
         weights = handle["weights"][()] if "weights" in handle else None
         topology = _topology_from_pdb(handle.attrs["topology_pdb"])
@@ -537,7 +593,9 @@ def iter_dataset_chunks(
     import h5py
 
     _check_chunk_size(chunk_size)
-    with h5py.File(path, "r") as handle:
+    with reading(path, "dataset"):
+        handle = h5py.File(path, "r")
+    with handle:
         n_frames = handle["positions"].shape[0]
         for start in range(0, n_frames, chunk_size):
             stop = min(start + chunk_size, n_frames)

@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcg.analysis import FreeEnergy2D, compare_2d, fes_2d
+from jaxcg.analysis import FreeEnergy2D, fes_2d, free_energy_mse, kl_divergence
 
 #: Observables of frames: (T, N, 3) nm -> (T, 2) CVs.
 Observables = Callable[[np.ndarray], np.ndarray]
@@ -83,6 +83,12 @@ def _surface(cv: np.ndarray, edges: tuple[np.ndarray, np.ndarray], kT: float) ->
     return fes_2d(cv[:, 0], cv[:, 1], edges[0], edges[1], kT)
 
 
+def _compare(reference: FreeEnergy2D, model: FreeEnergy2D) -> dict[str, float]:
+    """KL and MSE; a CG histogram collapsed into one bin is a (bad) result, not an error."""
+    return {"kl": kl_divergence(reference.probability, model.probability),
+            "mse_kJ2_per_mol2": free_energy_mse(reference.free_energy, model.free_energy)}
+
+
 def sampling_report(
     reference_cv: np.ndarray,
     cg_cv: np.ndarray,
@@ -124,12 +130,14 @@ def sampling_report(
         raise ValueError(f"need at least 2 replicas with 2 frames each to estimate a sampling error, got "
                          f"{n_replicas} replicas, {n_saved} frames, {int(alive.sum())} frames alive")
     reference = _surface(reference_cv, edges, kT)
+    if np.count_nonzero(reference.probability) < 2:
+        raise ValueError("reference_cv falls into fewer than 2 bins of edges: no surface to compare with")
     pooled = _surface(cg_cv[alive], edges, kT)
-    metrics = compare_2d(reference, pooled)
+    metrics = _compare(reference, pooled)
 
     def kl_of(select: np.ndarray) -> float:
         chosen = cg_cv[select & alive]
-        return compare_2d(reference, _surface(chosen, edges, kT))["kl"] if len(chosen) else float("inf")
+        return _compare(reference, _surface(chosen, edges, kT))["kl"] if len(chosen) else float("inf")
 
     replica_index = np.arange(n_replicas)[:, None] * np.ones((1, n_saved), int)
     frame_index = np.ones((n_replicas, 1), int) * np.arange(n_saved)[None, :]

@@ -19,10 +19,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxcg import train
 from jaxcg.data import CGData
 from jaxcg.models import PriorPlusNet, SchNet
 from jaxcg.priors import Prior, fit_prior
-from jaxcg.train import TrainConfig, TrainResult, delta_forces, fit
+from jaxcg.train import TrainConfig, TrainResult, delta_forces
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,6 +86,7 @@ def train_cg_model(
     resume: bool = False,
     progress=None,
     devices=None,
+    overwrite: bool = False,
 ) -> TrainedModel:
     """Fit the prior to ``cg`` (Boltzmann inversion), then the SchNet to the delta forces.
 
@@ -92,7 +94,7 @@ def train_cg_model(
       cg: CG data: positions (T, N, 3) nm, forces (T, N, 3) kJ/mol/nm, bead types, bonds, K.
       spec: model size and prior settings. config: training hyperparameters.
       seed: seed of the SchNet's initial parameters (shuffling and split use ``config.seed``).
-      out_dir, resume, progress, devices: as in ``jaxcg.train.fit``.
+      out_dir, resume, progress, devices, overwrite: as in ``jaxcg.train.fit``.
 
     Returns:
       TrainedModel with the best-validation SchNet parameters.
@@ -107,8 +109,8 @@ def train_cg_model(
     if prior is not None:
         targets = delta_forces(prior.energy, prior.params, x, targets)
     params = net.init(jax.random.key(seed), jnp.asarray(x[0]))
-    result = fit(net.energy, params, x, targets, config, weights=cg.weights, out_dir=out_dir,
-                 resume=resume, progress=progress, devices=devices)
+    result = train.fit(net.energy, params, x, targets, config, weights=cg.weights, out_dir=out_dir,
+                 resume=resume, progress=progress, devices=devices, overwrite=overwrite)
     if prior is None:
         return TrainedModel(net, result.params, net, None, result, time.perf_counter() - start)
     return TrainedModel(PriorPlusNet(prior, net), {"prior": prior.params, "net": result.params}, net, prior,

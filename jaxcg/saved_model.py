@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxcg._files import reading, refuse_existing
 from jaxcg.data import CGData
 from jaxcg.models import PriorPlusNet, SchNet
 from jaxcg.priors import Prior, PriorParams, PriorTerms
@@ -63,9 +64,14 @@ def build_model(spec: dict[str, Any], filter_table: int | None = None) -> tuple[
     return PriorPlusNet(prior, net), net, prior
 
 
-def save_model(folder: str | os.PathLike, spec: dict[str, Any], params: Any, extra: dict | None = None) -> Path:
-    """Write ``folder/model.json`` (spec + ``extra``) and ``folder/model.npz`` (parameter leaves)."""
+def save_model(
+    folder: str | os.PathLike, spec: dict[str, Any], params: Any, extra: dict | None = None, overwrite: bool = False
+) -> Path:
+    """Write ``folder/model.json`` (spec + ``extra``) and ``folder/model.npz`` (parameter leaves).
+
+    An existing model in ``folder`` is refused (``OutputExistsError``) unless ``overwrite=True``."""
     folder = Path(folder)
+    refuse_existing([folder / "model.npz", folder / "model.json"], "model files", overwrite, resume_hint=False)
     folder.mkdir(parents=True, exist_ok=True)
     leaves = jax.tree.leaves(params)
     np.savez(folder / "model.npz", **{f"leaf_{i:04d}": np.asarray(v) for i, v in enumerate(leaves)})
@@ -76,6 +82,9 @@ def save_model(folder: str | os.PathLike, spec: dict[str, Any], params: Any, ext
 def load_energy(folder: str | os.PathLike, filter_table: int | None = None) -> Callable[[jax.Array], jax.Array]:
     """energy(x (N, 3) nm) -> kJ/mol of the model saved in ``folder``, parameters bound.
 
+    The model knows its bead count N (also ``energy.n_beads``): x of another shape raises a
+    ValueError. A truncated or corrupt model.json/model.npz raises a ValueError naming the file.
+
     ``filter_table=K`` tabulates the SchNet's filters on K grid intervals once (cubic Hermite,
     see ``SchNet``): faster simulation, with a force error to check (about 4e-5 relative for
     K = 256 on a CLN025 CA model); ``SchNet.filter_table_error`` reports the filter error."""
@@ -83,10 +92,12 @@ def load_energy(folder: str | os.PathLike, filter_table: int | None = None) -> C
     for name in ("model.json", "model.npz"):
         if not (folder / name).exists():
             raise FileNotFoundError(f"{str(folder)!r} holds no {name}: not a jaxcg model folder")
-    spec = json.loads((folder / "model.json").read_text())
-    model, net, _ = build_model(spec, filter_table)
-    template = model.init(jax.random.key(0), jnp.zeros((len(spec["bead_types"]), 3), jnp.float32))
-    with np.load(folder / "model.npz") as archive:
+    with reading(folder / "model.json", "model description"):
+        spec = json.loads((folder / "model.json").read_text())
+        model, net, _ = build_model(spec, filter_table)
+    n_beads = len(spec["bead_types"])
+    template = model.init(jax.random.key(0), jnp.zeros((n_beads, 3), jnp.float32))
+    with reading(folder / "model.npz", "model parameters"), np.load(folder / "model.npz") as archive:
         leaves = [jnp.asarray(archive[f"leaf_{i:04d}"]) for i in range(len(archive.files))]
     structure = jax.tree.structure(template)
     if structure.num_leaves != len(leaves):
@@ -97,4 +108,6 @@ def load_energy(folder: str | os.PathLike, filter_table: int | None = None) -> C
             params = net.freeze_filter_table(params)
         else:
             params = {**params, "net": net.freeze_filter_table(params["net"])}
-    return functools.partial(model.energy, params)
+    energy = functools.partial(model.energy, params)
+    energy.n_beads = n_beads  # read by jaxcg simulate to check --start
+    return energy

@@ -32,6 +32,8 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from jaxcg._files import OutputExistsError, reading, refuse_changed_settings
+
 Params = Any
 EnergyFn = Callable[[Params, jax.Array], jax.Array]
 ProgressFn = Callable[[int, int, int, "dict[str, float] | None"], None]
@@ -90,6 +92,29 @@ class TrainConfig:
     patience: int | None = 10
     min_delta: float = 0.0
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        def bad(name: str, want: str) -> ValueError:
+            return ValueError(f"{name} must be {want}, got {getattr(self, name)!r}")
+
+        for name in ("epochs", "batch_size", "n_blocks"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+                raise bad(name, "a positive integer")
+        if not (np.isfinite(self.learning_rate) and self.learning_rate >= 0):
+            raise bad("learning_rate", "a finite number >= 0")
+        if isinstance(self.warmup_steps, bool) or int(self.warmup_steps) != self.warmup_steps or self.warmup_steps < 0:
+            raise bad("warmup_steps", "a non-negative integer")
+        if not 0.0 <= self.final_lr_fraction <= 1.0:
+            raise bad("final_lr_fraction", "in [0, 1]")
+        if self.clip_norm is not None and not self.clip_norm > 0:
+            raise bad("clip_norm", "positive or None")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise bad("val_fraction", "in [0, 1)")
+        if self.patience is not None and (isinstance(self.patience, bool) or int(self.patience) != self.patience or self.patience < 1):
+            raise bad("patience", "a positive integer or None")
+        if not self.min_delta >= 0:
+            raise bad("min_delta", "non-negative")
 
 
 class TrainResult(NamedTuple):
@@ -232,9 +257,61 @@ def _checkpoint_manager(out_dir: Path):
     return ocp.CheckpointManager((out_dir / "checkpoints").absolute(), options=options)
 
 
-def _check_inputs(positions: np.ndarray, forces: np.ndarray, weights, config: TrainConfig, n_dev: int) -> None:
+def _model_n_beads(energy: EnergyFn) -> int | None:
+    """The bead count of the model behind ``energy`` (a bound ``model.energy``), if it says."""
+    model = getattr(energy, "__self__", None)
+    n_beads = getattr(model, "n_beads", None)
+    return int(n_beads) if isinstance(n_beads, int | np.integer) else None
+
+
+class CheckpointWarning(UserWarning):
+    """The newest training checkpoint could not be read; an older intact one was used."""
+
+
+def _remove_run(out_dir: Path) -> None:
+    """Delete the checkpoints, metrics and config of an earlier run in ``out_dir``."""
+    import shutil
+
+    shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
+    for name in ("metrics.json", "metrics.csv", "config.json"):
+        (out_dir / name).unlink(missing_ok=True)
+
+
+def _restore_latest_intact(manager: Any, like: TrainState, out_dir: Path) -> TrainState:
+    """The newest checkpoint that restores; an unreadable newer one is reported with a warning."""
+    import warnings
+
+    import orbax.checkpoint as ocp
+
+    failures = []
+    for step in sorted(manager.all_steps(), reverse=True):
+        try:
+            state = manager.restore(step, args=ocp.args.StandardRestore(like))
+        except Exception as err:  # tensorstore/orbax raise many types for a damaged checkpoint
+            failures.append(f"step {step}: {type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}")
+            continue
+        if failures:
+            warnings.warn(
+                f"checkpoint(s) in {str(out_dir / 'checkpoints')!r} unreadable ({'; '.join(failures)}); "
+                f"resuming from the intact checkpoint of epoch {step}",
+                CheckpointWarning, stacklevel=3,
+            )
+        return state
+    raise ValueError(
+        f"no checkpoint in {str(out_dir / 'checkpoints')!r} can be read ({'; '.join(failures)}); "
+        "start anew with overwrite=True (--overwrite)"
+    )
+
+
+def _check_inputs(positions: np.ndarray, forces: np.ndarray, weights, config: TrainConfig, n_dev: int,
+                  n_beads: int | None = None) -> None:
     if positions.ndim != 3 or positions.shape[2] != 3:
         raise ValueError(f"positions must have shape (T, N, 3), got {positions.shape}")
+    if n_beads is not None and positions.shape[1] != n_beads:
+        raise ValueError(f"positions has {positions.shape[1]} beads (shape {positions.shape}) but the model has {n_beads}")
+    for name, array in (("positions", positions), ("forces", forces)):
+        if not np.issubdtype(array.dtype, np.floating):
+            raise TypeError(f"{name} must hold floats (nm, kJ/mol/nm), got dtype {array.dtype}")
     if forces.shape != positions.shape:
         raise ValueError(f"forces has shape {forces.shape} but positions has shape {positions.shape}")
     if weights is not None and np.shape(weights) != (positions.shape[0],):
@@ -265,6 +342,7 @@ def fit(
     resume: bool = False,
     progress: ProgressFn | None = None,
     devices: list[jax.Device] | str | None = None,
+    overwrite: bool = False,
 ) -> TrainResult:
     """Train ``params`` of ``energy`` by force matching.
 
@@ -276,7 +354,11 @@ def fit(
       out_dir: folder for ``metrics.json``, ``metrics.csv``, ``config.json`` and ``checkpoints/``
         (one orbax checkpoint per epoch); None keeps everything in memory.
       resume: continue from the latest checkpoint in ``out_dir``; the run ends with the same
-        parameters as an uninterrupted one.
+        parameters as an uninterrupted one. Every differing ``config`` field is named in the error.
+        An unreadable newest checkpoint is reported (``CheckpointWarning``) and the previous intact
+        one used.
+      overwrite: delete the checkpoints and metrics of an earlier run in ``out_dir`` first;
+        without it (and without ``resume``) an ``out_dir`` holding checkpoints is refused.
       progress: called as ``progress(epoch, step, steps_per_epoch, None)`` after each step and
         ``progress(epoch, steps_per_epoch, steps_per_epoch, metrics)`` after each epoch.
       devices: devices for data parallelism (batch sharded over them, parameters replicated;
@@ -295,7 +377,7 @@ def fit(
     positions = np.asarray(positions)
     forces = np.asarray(forces)
     devices = _training_devices(devices, config.batch_size)
-    _check_inputs(positions, forces, weights, config, len(devices))
+    _check_inputs(positions, forces, weights, config, len(devices), _model_n_beads(energy))
     frame_w = np.ones(len(positions), np.float32) if weights is None else np.asarray(weights, np.float32)
     train_idx, val_idx = block_split(len(positions), config.val_fraction, config.n_blocks, config.seed)
     train_batches, train_mask = _batches(train_idx, config.batch_size)
@@ -326,18 +408,23 @@ def fit(
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         config_text = json.dumps(dataclasses.asdict(config), indent=1, sort_keys=True)
+        if overwrite and not resume:
+            _remove_run(out_dir)
         manager = _checkpoint_manager(out_dir)
         if resume and manager.latest_step() is not None:
-            saved = (out_dir / "config.json").read_text() if (out_dir / "config.json").exists() else config_text
-            if saved != config_text:
-                raise ValueError(f"resume: config differs from the one in {out_dir / 'config.json'}")
-            import orbax.checkpoint as ocp
-
-            state = manager.restore(manager.latest_step(), args=ocp.args.StandardRestore(state))
+            if (out_dir / "config.json").exists():
+                with reading(out_dir / "config.json", "training config"):
+                    saved = json.loads((out_dir / "config.json").read_text())
+                refuse_changed_settings(out_dir, saved, dataclasses.asdict(config), sorted(set(saved) | set(dataclasses.asdict(config))), what="config")
+            state = _restore_latest_intact(manager, state, out_dir)
             if (out_dir / "metrics.json").exists():
-                history = json.loads((out_dir / "metrics.json").read_text())[: int(state.epoch)]
+                with reading(out_dir / "metrics.json", "training metrics"):
+                    history = json.loads((out_dir / "metrics.json").read_text())[: int(state.epoch)]
         elif manager.latest_step() is not None:
-            raise ValueError(f"out_dir {str(out_dir)!r} holds checkpoints; pass resume=True or use a new folder")
+            raise OutputExistsError(
+                f"out_dir {str(out_dir)!r} holds checkpoints; pass resume=True (--resume) to continue, "
+                "overwrite=True (--overwrite) to start anew, or use a new folder"
+            )
         (out_dir / "config.json").write_text(config_text)
 
     def batch_at(idx: np.ndarray, mask: np.ndarray) -> Batch:

@@ -127,7 +127,7 @@ def test_force_unit_conversion(tmp_path, peptide):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_forces(tmp_path / "missing.npy")
     np.savez(tmp_path / "two.npz", a=forces, b=forces)
-    with pytest.raises(KeyError, match="several arrays"):
+    with pytest.raises(KeyError, match=r"no array named as forces \(its arrays: \['a', 'b'\]\)"):
         load_forces(tmp_path / "two.npz")
 
 

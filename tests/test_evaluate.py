@@ -57,8 +57,9 @@ def test_drift_and_unvisited_fraction_are_measured_where_they_are_built_in():
 
 
 def test_frames_after_a_stop_are_left_out():
-    reference = _points([(0, 0)], [100])
+    reference = _points([(0, 0), (1, 0)], [50, 50])
     cg = np.tile([[0.5, 0.5]], (3, 10, 1)).astype(float)
+    cg[:, 1::2] = [1.5, 0.5]
     cg[1, 6:] = [3.5, 1.5]  # after the stop of replica 1 at frame 6: garbage
     alive = np.ones((3, 10), bool)
     alive[1, 6:] = False

@@ -9,6 +9,7 @@ import mdtraj as md
 import numpy as np
 
 from jaxcg.constraints import group_labels
+from jaxcg.maps._checks import check_config_rows
 from jaxcg.maps._linear_map import LinearMap
 
 
@@ -20,7 +21,13 @@ def _select(topology: md.Topology, selection: str | Sequence[int], what: str) ->
         except Exception as err:  # mdtraj raises several types for bad syntax
             raise ValueError(f"{what}: invalid mdtraj selection {selection!r}: {err}") from err
     else:
-        atoms = np.asarray(selection, dtype=np.int64).reshape(-1)
+        raw = np.asarray(selection).reshape(-1)
+        if raw.size and not np.issubdtype(raw.dtype, np.integer):
+            raise TypeError(f"{what}: atom indices must be integers, got dtype {raw.dtype} ({raw[:5].tolist()})")
+        atoms = raw.astype(np.int64)
+        values, counts = np.unique(atoms, return_counts=True)
+        if np.any(counts > 1):
+            raise ValueError(f"{what}: atom(s) {values[counts > 1][:5].tolist()} given more than once")
     if atoms.size == 0:
         raise ValueError(f"{what}: selection {selection!r} matches no atoms")
     if atoms.min() < 0 or atoms.max() >= topology.n_atoms:
@@ -131,4 +138,5 @@ def basic_aggregation_map(
                     f"bead {owner[int(label)]} and bead {bead}; no aggregation map is consistent"
                 )
             force[bead, labels == label] = 1.0
+    check_config_rows(config, "basic_aggregation_map: config_map")
     return LinearMap.validated(config=jnp.asarray(config, dtype=jnp.float32), force=jnp.asarray(force))

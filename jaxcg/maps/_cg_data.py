@@ -6,6 +6,7 @@ import mdtraj as md
 import numpy as np
 
 from jaxcg.data import AtomisticData, CGData
+from jaxcg.maps._checks import check_config_rows
 from jaxcg.maps._linear_map import LinearMap, apply_map
 
 
@@ -61,12 +62,17 @@ def map_dataset(
       bonds: (B, 2) bonded bead pairs; default: consecutive beads within a chain.
       chunk_size: frames per device call.
 
+    Raises:
+      MapValidityError: a row of ``linear_map.config`` does not sum to 1. (Force-map validity
+        under constraints is not checked here: call ``check_map`` to refuse such maps.)
+
     Returns:
       CGData with positions (T, N, 3) nm, forces (T, N, 3) kJ/mol/nm, bead masses = the mass of
       each bead's residue (amu), and a CG topology.
     """
     if linear_map.n_atoms != data.n_atoms:
         raise ValueError(f"linear_map has {linear_map.n_atoms} atoms but data has {data.n_atoms}")
+    check_config_rows(linear_map.config, "map_dataset: linear_map.config")
     xs, fs = [], []
     for positions, forces in data.chunks(chunk_size):
         x, f = apply_map(linear_map, positions, forces)

@@ -85,3 +85,21 @@ def check_map(
     if raise_on_error and not report.valid:
         raise MapValidityError("invalid map: " + "; ".join(report.problems()))
     return report
+
+
+def check_config_rows(config: np.ndarray, name: str = "config_map", tolerance: float = 1e-5) -> None:
+    """Raise ``MapValidityError`` if a row of the configurational map M (N, n) does not sum to 1.
+
+    Rows summing to 1 make CG positions x = M r translate with the atoms; any other sum scales or
+    shifts the CG coordinates (nm) silently.
+    """
+    config = np.asarray(config, dtype=np.float64)
+    if config.ndim != 2:
+        raise ValueError(f"{name} must be an (N, n) matrix, got shape {config.shape}")
+    sums = config.sum(axis=1)
+    bad = np.flatnonzero(~(np.abs(sums - 1.0) <= tolerance))
+    if bad.size:
+        raise MapValidityError(
+            f"{name}: rows of the configurational map must sum to 1 (x = M r in nm), but bead(s) "
+            f"{bad[:5].tolist()} sum to {np.round(sums[bad[:5]], 6).tolist()}"
+        )

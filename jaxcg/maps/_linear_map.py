@@ -84,6 +84,22 @@ def _check_atoms(name: str, array: jax.Array, n_atoms: int) -> None:
         )
 
 
+def _as_float(name: str, array: jax.Array) -> jax.Array:
+    """The dtype policy of mapped inputs: floats of at least 32 bits; integers refused."""
+    dtype = getattr(array, "dtype", None)
+    if dtype is None:
+        array = np.asarray(array)
+        dtype = array.dtype
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(
+            f"{name} must hold floats (nm or kJ/mol/nm), got dtype {dtype}; convert explicitly, "
+            f"e.g. {name}.astype(np.float32) (integer inputs would truncate the map's weights)"
+        )
+    if jnp.finfo(dtype).bits < 32:
+        return array.astype(jnp.float32)
+    return array
+
+
 @jax.jit
 def _apply(config: jax.Array, force: jax.Array, positions: jax.Array, forces: jax.Array):
     x = jnp.einsum("Nn,...nd->...Nd", config.astype(positions.dtype), positions)
@@ -102,10 +118,17 @@ def apply_map(
       forces: same shape as positions, kJ/mol/nm.
 
     Returns:
-      x = M r and f = G F, each (N, 3) or (T, N, 3), in nm and kJ/mol/nm.
+      x = M r and f = G F, each (N, 3) or (T, N, 3), in nm and kJ/mol/nm, in the inputs' float
+      dtype (float32 or float64).
 
-    Jitted; works inside ``jax.grad``/``jax.vmap`` (shape checks run at trace time).
+    Dtype policy: positions and forces must hold floats; integer (and bool) inputs raise a
+    TypeError rather than being computed in integers, which would truncate the map's weights
+    (a centre-of-mass map would give zeros). float16/bfloat16 inputs are upcast to float32.
+
+    Jitted; works inside ``jax.grad``/``jax.vmap`` (shape and dtype checks run at trace time).
     """
+    positions = _as_float("positions", positions)
+    forces = _as_float("forces", forces)
     _check_atoms("positions", positions, linear_map.n_atoms)
     _check_atoms("forces", forces, linear_map.n_atoms)
     if np.shape(positions) != np.shape(forces):

@@ -27,6 +27,7 @@ import numpy as np
 
 from jaxcg.constraints import expansion_matrix
 from jaxcg.data import AtomisticData
+from jaxcg.maps._checks import check_config_rows
 from jaxcg.maps._linear_map import LinearMap
 
 ForceSource = AtomisticData | np.ndarray | jax.Array | Iterable
@@ -320,6 +321,7 @@ def optimal_linear_map(
       LinearMap(config=M, force=G), G in the default float dtype.
     """
     config = np.asarray(config_map.config if isinstance(config_map, LinearMap) else config_map)
+    check_config_rows(config, "optimal_linear_map: config_map")
     if constraints is None and isinstance(source, AtomisticData):
         constraints = source.constraints
     n_atoms = config.shape[1]

@@ -21,6 +21,11 @@ class PriorPlusNet:
         self.prior = prior
         self.net = net
 
+    @property
+    def n_beads(self) -> int | None:
+        """Bead count N of the network (None if it does not say)."""
+        return getattr(self.net, "n_beads", None)
+
     def init(self, key: jax.Array, positions: jax.Array) -> dict[str, Any]:
         k_prior, k_net = jax.random.split(key)
         return {"prior": self.prior.init(k_prior, positions), "net": self.net.init(k_net, positions)}

@@ -80,4 +80,7 @@ class RBFPairPotential:
         return gaussian_rbf(r, jnp.asarray(self.centers, x.dtype), jnp.asarray(self.gamma, x.dtype))
 
     def energy(self, params: dict[str, jax.Array], x: jax.Array) -> jax.Array:
+        """Energy in kJ/mol of x: (N, 3) nm; x with another bead count is refused."""
+        if np.shape(x) != (self.n_beads, 3):
+            raise ValueError(f"x must have shape ({self.n_beads}, 3) for this {self.n_beads}-bead model, got {np.shape(x)}")
         return jnp.sum(self.basis(x) @ params["coefficients"].astype(x.dtype))

@@ -288,12 +288,20 @@ class SchNet:
         error = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(tabulated, exact, strict=True))
         return error / max(float(jnp.max(jnp.abs(w))) for w in exact)
 
+    def _check_x(self, x: jax.Array) -> None:
+        """The model's bead count is fixed: x of another shape is refused (at trace time)."""
+        if np.shape(x) != (self.n_beads, 3):
+            raise ValueError(
+                f"x must have shape ({self.n_beads}, 3): this SchNet has {self.n_beads} beads, got {np.shape(x)}"
+            )
+
     def energy(self, params: dict[str, Any], x: jax.Array) -> jax.Array:
         """Energy in kJ/mol of x: (N, 3) nm, dense pair path. Pure and jittable.
 
         With ``max_pairs`` set, returns NaN (energy and forces) for a configuration with more
         than ``max_pairs`` pairs within the cutoff, never a silently truncated value.
         """
+        self._check_x(x)
         x = x.astype(self.dtype)
         i, j = self.pair_i, self.pair_j
         r = norm(x[j] - x[i])
@@ -366,6 +374,7 @@ class SchNet:
 
         ``displacement`` is the list's displacement function (default free space).
         """
+        self._check_x(x)
         x = x.astype(self.dtype)
         i, j = neighbor.idx[0], neighbor.idx[1]
         n = self.n_beads

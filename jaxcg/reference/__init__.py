@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from jaxcg._files import refuse_existing
+from jaxcg._plausibility import check_temperature
 from jaxcg.reference._bundled import BUNDLED, bundled_dataset, bundled_dataset_path
 from jaxcg.reference._run import ProgressFn, RunSettings, check_output_path, openmm_seed, run
 from jaxcg.reference._systems import SYSTEMS, build_system, default_platform
@@ -45,6 +47,7 @@ def generate(
     resume: bool = False,
     progress: ProgressFn | None = None,
     *,
+    overwrite: bool = False,
     friction: float = 1.0,
     equilibration_ps: float = 10.0,
     chunk_frames: int = 1000,
@@ -67,8 +70,11 @@ def generate(
       rigid: rigid TIP3P waters (water dimer only).
       platform: OpenMM platform; default the faster one measured for this system
         (``default_platform``). A resumed run keeps the platform of its file.
-      resume: continue ``out`` from its last completed chunk (settings must match the file's);
-        without it an existing ``out`` is overwritten.
+      resume: continue ``out`` from its last completed chunk; every setting (system, solvent,
+        seed, temperature, frames target, ...) must match the file's, and all differing ones are
+        named in the error.
+      overwrite: replace an existing ``out``; without it (and without ``resume``) an existing
+        ``out`` is refused (``OutputExistsError``) and left untouched.
       progress: ``callback(frames_done, frames_total, ns_per_day)`` after every frame; an
         exception raised in it stops the run, keeping the chunks already written.
       friction: Langevin friction, 1/ps. chunk_frames: frames written and checkpointed at once.
@@ -96,7 +102,10 @@ def generate(
     if not equilibration_ps >= 0:
         raise ValueError(f"equilibration_ps must be >= 0, got {equilibration_ps!r}")
     openmm_seed(seed)
+    check_temperature(temperature)
     path = check_output_path(out)
+    if not resume:
+        refuse_existing([path], "reference dataset", overwrite)
     if resume and path.exists():
         platform = platform or _stored_platform(path)
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from jaxcg._files import refuse_changed_settings
 from jaxcg.data import DATASET_FORMAT_VERSION, content_hash
 from jaxcg.reference._systems import ReferenceSystem
 
@@ -39,6 +40,7 @@ _RESUME_KEYS = (
     "friction_per_ps",
     "platform",
     "n_atoms",
+    "n_frames_target",
 )
 
 
@@ -199,12 +201,7 @@ def _read_resume_state(path: Path, metadata: dict) -> tuple[int, int, bytes | No
         if "completed_frames" not in handle.attrs:
             raise ValueError(f"cannot resume {str(path)!r}: it was not written by jaxcg.reference")
         stored = json.loads(handle.attrs["metadata"])
-        for key in _RESUME_KEYS:
-            if stored.get(key) != metadata.get(key):
-                raise ValueError(
-                    f"cannot resume {str(path)!r}: it has {key}={stored.get(key)!r} "
-                    f"but this run asks for {key}={metadata.get(key)!r}"
-                )
+        refuse_changed_settings(path, stored, metadata, _RESUME_KEYS)
         name = next((n for n in ("checkpoint", "checkpoint.new") if n in handle), None)
         if name is None:
             return 0, 0, None
@@ -217,8 +214,6 @@ def _read_resume_state(path: Path, metadata: dict) -> tuple[int, int, bytes | No
         handle.attrs["content_hash"] = content_hash(handle["positions"][()], handle["forces"][()])
         handle.attrs["completed_frames"] = done
         handle.attrs["completed_steps"] = steps
-        stored["n_frames_target"] = metadata["n_frames_target"]
-        handle.attrs["metadata"] = json.dumps(stored)
         return done, steps, handle[name][()].tobytes()
 
 

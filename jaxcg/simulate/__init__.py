@@ -61,6 +61,7 @@ from jaxcg.simulate._run import (
     save_checkpoint,
     save_report,
     stopped_replicas,
+    trim_log,
 )
 
 __all__ = [
@@ -82,4 +83,5 @@ __all__ = [
     "save_checkpoint",
     "save_report",
     "stopped_replicas",
+    "trim_log",
 ]

@@ -9,6 +9,8 @@ from pathlib import Path
 import mdtraj as md
 import numpy as np
 
+from jaxcg._files import reading, refuse_existing
+
 
 class TrajectoryWriter:
     """Frames of R replicas to one DCD file, readable by mdtraj.
@@ -17,12 +19,15 @@ class TrajectoryWriter:
     r*N..(r+1)*N-1); ``topology.pdb`` is one replica's CG topology and ``replicas.pdb`` the R-copy
     topology that matches the DCD. ``load_replicas`` gives one ``mdtraj.Trajectory`` per replica.
     DCD cannot be appended to, so the file stays open while the writer lives; ``resume`` rewrites
-    the first ``n_frames`` frames of an existing file and continues after them.
+    the first ``n_frames`` frames of an existing file and continues after them. Without
+    ``resume_frames``, an existing ``trajectory.dcd`` is refused (``OutputExistsError``) unless
+    ``overwrite=True``.
     """
 
     def __init__(
         self, folder: str | os.PathLike, topology: md.Topology, n_replicas: int,
         reference_positions: np.ndarray | None = None, resume_frames: int | None = None,
+        overwrite: bool = False,
     ) -> None:
         from mdtraj.formats import DCDTrajectoryFile
 
@@ -34,7 +39,7 @@ class TrajectoryWriter:
         if resume_frames is not None and resume_frames > 0:
             if not path.exists():
                 raise FileNotFoundError(f"cannot resume: {str(path)!r} does not exist")
-            with DCDTrajectoryFile(str(path)) as handle:
+            with reading(path, "CG trajectory"), DCDTrajectoryFile(str(path)) as handle:
                 old = handle.read()[0][:resume_frames]
             if old.shape[0] != resume_frames:
                 raise ValueError(
@@ -42,6 +47,7 @@ class TrajectoryWriter:
                     f"{resume_frames}"
                 )
         else:
+            refuse_existing([path], "CG trajectory", overwrite)
             xyz = np.zeros((1, self.n_beads, 3), np.float32)
             if reference_positions is not None:
                 xyz = np.asarray(reference_positions, np.float32).reshape(1, self.n_beads, 3)
@@ -96,16 +102,23 @@ def load_replicas(folder: str | os.PathLike, trim_stopped: bool = True) -> list[
     next to the trajectory, frame index ``stopped_frame``) are dropped.
     """
     folder = Path(folder)
-    topology = md.load_topology(str(folder / "topology.pdb"))
-    replicas = md.load_topology(str(folder / "replicas.pdb"))
-    traj = md.load_dcd(str(folder / "trajectory.dcd"), top=replicas)
+    for name in ("topology.pdb", "replicas.pdb", "trajectory.dcd"):
+        if not (folder / name).exists():
+            raise FileNotFoundError(f"{str(folder)!r} holds no {name}: not a folder written by `jaxcg simulate`")
+    with reading(folder / "topology.pdb", "CG topology"):
+        topology = md.load_topology(str(folder / "topology.pdb"))
+    with reading(folder / "replicas.pdb", "replica topology"):
+        replicas = md.load_topology(str(folder / "replicas.pdb"))
+    with reading(folder / "trajectory.dcd", "CG trajectory"):
+        traj = md.load_dcd(str(folder / "trajectory.dcd"), top=replicas)
     n = topology.n_atoms
     xyz = traj.xyz.reshape(traj.n_frames, -1, n, 3)
     cut = {}
     report = folder / "report.json"
     if trim_stopped and report.exists():
-        for item in json.loads(report.read_text()).get("stopped", []):
-            cut[int(item["replica"])] = int(item["stopped_frame"])
+        with reading(report, "simulation report"):
+            for item in json.loads(report.read_text()).get("stopped", []):
+                cut[int(item["replica"])] = int(item["stopped_frame"])
     return [
         md.Trajectory(xyz[: cut.get(r, xyz.shape[0]), r], topology) for r in range(xyz.shape[1])
     ]

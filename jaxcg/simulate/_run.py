@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxcg._files import reading
 from jaxcg.simulate._files import TrajectoryWriter
 from jaxcg.simulate._integrators import CHECKPOINT_VERSION, SimulationState, Simulator
 
@@ -26,12 +27,14 @@ class StoppedReplica(NamedTuple):
 
 
 class RunReport(NamedTuple):
-    """Summary of ``run``: steps done, replicas stopped, neighbour re-allocations, wall time (s)."""
+    """Summary of ``run``: steps done, replicas stopped, neighbour re-allocations, wall time (s),
+    and whether the run ended early because every replica had stopped."""
 
     steps: int
     stopped: list[StoppedReplica]
     neighbor_reallocations: int
     wall_time: float
+    all_stopped: bool = False
 
 
 def stopped_replicas(state: SimulationState) -> list[StoppedReplica]:
@@ -57,6 +60,7 @@ def run(
     chunk from its start; then frames go to ``writer``, one CSV row to ``log_path`` (step, time
     ps, replicas alive, mean/std potential energy kJ/mol, mean temperature K, steps/s), and the
     state to ``checkpoint_path`` (npz). ``callback(steps_done_this_run, info)`` is called last.
+    When every replica has stopped, the run ends after that chunk (``RunReport.all_stopped``).
     """
     if int(n_steps) < 0:
         raise ValueError(f"n_steps must be a non-negative integer, got {n_steps}")
@@ -90,8 +94,11 @@ def run(
             save_checkpoint(checkpoint_path, state, frames_written=frames)
         if callback is not None:
             callback((chunk + 1) * simulator.steps_per_chunk, info)
+        if info["alive"] == 0:
+            break
     report = RunReport(
-        int(state.step), stopped_replicas(state), reallocations, time.perf_counter() - started
+        int(state.step), stopped_replicas(state), reallocations, time.perf_counter() - started,
+        all_stopped=not bool(np.asarray(state.alive).any()),
     )
     return state, report
 
@@ -120,6 +127,25 @@ def _chunk_info(record, state, step, dt, elapsed, steps_per_chunk) -> dict[str, 
         "temperature_mean": float(temp.mean()) if finite else float("nan"),
         "steps_per_s": steps_per_chunk / max(elapsed, 1e-12),
     }
+
+
+def trim_log(path: str | os.PathLike, step: int) -> None:
+    """Drop the rows of a ``run`` CSV log after ``step`` (rows a killed run logged past its last
+    checkpoint), so a resumed run does not log them twice."""
+    path = Path(path)
+    if not path.exists():
+        return
+    with path.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    kept = [row for row in rows if float(row.get("step") or 0) <= step]
+    if len(kept) == len(rows):
+        return
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(kept)
+    os.replace(tmp, path)
 
 
 def _append_log(path: Path, info: dict[str, float]) -> None:
@@ -158,7 +184,7 @@ def resume_state(
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
-    with np.load(path) as archive:
+    with reading(path, "simulation checkpoint"), np.load(path) as archive:
         version = int(archive["version"])
         if version != CHECKPOINT_VERSION:
             raise ValueError(
