@@ -60,6 +60,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--replicas", type=int, default=100)
     parser.add_argument("--steps", type=int, default=50_000, help="steps of 2 fs per replica")
     parser.add_argument("--epochs", type=int, default=None, help="default: the library's")
+    parser.add_argument("--save-every", type=int, default=50, help="steps between saved frames (0.1 ps)")
     parser.add_argument("--reference-ns", type=float, default=100.0)
     parser.add_argument("--cli", action="store_true", help="also run the documented CLI recipe")
     parser.add_argument("--resume", action="store_true", help="keep models already in the JSON")
@@ -103,7 +104,7 @@ def main(argv: list[str] | None = None) -> None:
     maps = backbone_maps(data, data)
     cgs = cg_datasets(data, {m: maps[m] for m in args.maps})
     config = pipeline.DEFAULT_TRAIN if args.epochs is None else dataclasses.replace(pipeline.DEFAULT_TRAIN, epochs=args.epochs)
-    results["settings"] = {"replicas": args.replicas, "steps": args.steps, "dt_ps": 0.002,
+    results["settings"] = {"replicas": args.replicas, "steps": args.steps, "dt_ps": 0.002, "save_every": args.save_every,
                            "model": dataclasses.asdict(pipeline.DEFAULT_MODEL), "train": dataclasses.asdict(config)}
     surfaces = {"all-atom (100 ns)": analysis.fes_2d(ref_cv[:, 0], ref_cv[:, 1], *edges, kT)}
     for seed in args.seeds:
@@ -117,6 +118,7 @@ def main(argv: list[str] | None = None) -> None:
             report, surf, positions = evaluate.evaluate_model(
                 trained.energy_fn(), ref_x, level.observables, edges, cgs[name].masses, data.temperature,
                 args.replicas, args.steps, jax.random.key(1000 + seed), start_positions=cgs[name].positions,
+                save_every=args.save_every,
             )
             cv = level.observables(positions.reshape(-1, *positions.shape[2:]))
             history = trained.result.history

@@ -238,11 +238,22 @@ def _train_run(args: argparse.Namespace) -> int:
         settings_path.write_text(json.dumps(settings, indent=1))
     spec = pipeline.ModelSpec(features=args.features, blocks=args.blocks, rbf=args.rbf, cutoff=args.cutoff,
                               exclusion_hops=args.exclusion_hops, prior=not args.no_prior)
-    with tqdm(total=args.epochs, unit="epoch", desc="force matching") as bar:
+    done = 0
+    if args.resume and (out / "metrics.json").exists():  # the epochs a resumed run has behind it
+        try:
+            done = min(len(json.loads((out / "metrics.json").read_text())), args.epochs)
+        except (OSError, ValueError):
+            done = 0
+    with tqdm(total=args.epochs, initial=done, unit="epoch", desc="force matching") as bar:
+        bar.set_postfix_str("fitting the prior, compiling", refresh=True)
 
         def progress(epoch: int, step: int, steps: int, metrics: dict | None) -> None:
+            if bar.n == 0 and epoch > 0:  # resumed: the bar continues from the epochs already done
+                bar.initial = bar.n = epoch
+                bar.reset(total=args.epochs)
+                bar.initial = bar.n = epoch
             if metrics is None:
-                bar.set_postfix(epoch=epoch, step=f"{step}/{steps}", refresh=step == steps)
+                bar.set_postfix(epoch=epoch, step=f"{step}/{steps}", refresh=step == steps or step == 1)
                 return
             bar.set_postfix({k: f"{v:.4g}" for k, v in metrics.items() if k != "epoch"})
             bar.update(epoch + 1 - bar.n)
@@ -462,11 +473,14 @@ def _simulate_run(args: argparse.Namespace) -> int:
     remaining = max(0, args.steps - int(state.step))
     with simulate.TrajectoryWriter(out, topology, state.alive.shape[0], reference_positions=positions[0],
                                    resume_frames=frames, overwrite=True) as writer, \
-            tqdm(total=remaining, unit="step", desc=f"{args.integrator} x{state.alive.shape[0]}") as bar:
+            tqdm(total=args.steps, initial=min(int(state.step), args.steps), unit="step",
+                 desc=f"{args.integrator} x{state.alive.shape[0]}") as bar:
+        bar.set_postfix_str("compiling the first chunk", refresh=True)
+        first_step = bar.n
 
         def progress(done: int, info: dict) -> None:
             bar.set_postfix(alive=info["alive"], U=f"{info['potential_mean']:.1f}", refresh=False)
-            bar.update(min(done, remaining) - bar.n)
+            bar.update(first_step + min(done, remaining) - bar.n)
 
         state, report = simulate.run(sim, state, remaining, writer=writer,
                                      log_path=out / "log.csv", checkpoint_path=checkpoint,
@@ -692,7 +706,7 @@ def _add_evaluate_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="steps per replica (default 50,000: 100 ps at 2 fs, 10 ns over 100 replicas)")
     parser.add_argument("--dt", type=float, default=0.002, help="timestep, ps (default 0.002)")
     parser.add_argument("--friction", type=float, default=1.0, help="1/ps (default 1)")
-    parser.add_argument("--save-every", type=int, default=100, help="steps between frames (default 100)")
+    parser.add_argument("--save-every", type=int, default=50, help="steps between frames (default 50)")
     parser.add_argument("--bins", type=int, default=36, help="bins per dihedral (default 36, 10 degrees)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", required=True, help="output folder")
@@ -743,11 +757,12 @@ def _evaluate_run(args: argparse.Namespace) -> int:
     edges = np.linspace(-np.pi, np.pi, args.bins + 1)
     temperature = float(saved["temperature"])
     with tqdm(total=args.steps, unit="step", desc=f"evaluate x{args.replicas}") as bar:
+        bar.set_postfix_str("compiling the first chunk", refresh=True)
         report, surfaces, positions = evaluate.evaluate_model(
             energy, data.positions[:, atoms], lambda x: analysis.dihedrals(x, quads), (edges, edges),
             masses, temperature, args.replicas, args.steps, jax.random.key(args.seed), dt=args.dt,
             friction=args.friction, save_every=args.save_every,
-            progress=lambda done, total: bar.update(min(done, total) - bar.n),
+            progress=lambda done, total: (bar.set_postfix_str("", refresh=False), bar.update(min(done, total) - bar.n)),
         )
     settings = {k: v for k, v in vars(args).items() if k != "func"} | {"selection": selection,
                                                                      "dihedrals": quads.tolist()}

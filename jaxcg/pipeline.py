@@ -38,7 +38,7 @@ class ModelSpec:
       n_harmonics: Fourier terms per dihedral of the prior.
     """
 
-    features: int = 64
+    features: int = 128
     blocks: int = 2
     rbf: int = 32
     cutoff: float = 1.2

@@ -70,3 +70,35 @@ def test_train_writes_its_resolved_settings(tmp_path):
     text = (out / "jaxcg-train.toml").read_text()
     assert "epochs = 1" in text and "features = 8" in text and 'map = "optimal"' in text
     assert json.loads((out / "model.json").read_text())["features"] == 8
+
+
+def test_train_progress_shows_compilation_and_continues_from_the_resumed_epoch(tmp_path, capsys, monkeypatch):
+    import jaxcg.train
+
+    rng = np.random.default_rng(1)
+    x = (np.cumsum(rng.normal(0, 0.2, (64, 4, 3)), axis=1) + 0.3 * np.arange(4)[:, None]).astype(np.float32)
+    np.savez(tmp_path / "cg.npz", positions=x, forces=rng.normal(0, 10, x.shape).astype(np.float32),
+             bead_types=np.array([0, 1, 1, 0]), bonds=np.stack([np.arange(3), np.arange(1, 4)], 1), temperature=300.0)
+    args = ["train", "--data", str(tmp_path / "cg.npz"), "--out", str(tmp_path / "run"), "--epochs", "3",
+            "--features", "8", "--rbf", "8", "--blocks", "1", "--batch-size", "16"]
+    real_fit = jaxcg.train.fit
+
+    def fit_interrupted_after_the_first_epoch(*a, progress=None, **kw):
+        def stop_after_epoch(epoch, step, steps, metrics):
+            progress(epoch, step, steps, metrics)
+            if metrics is not None:
+                raise KeyboardInterrupt
+
+        return real_fit(*a, progress=stop_after_epoch, **kw)
+
+    monkeypatch.setattr(jaxcg.train, "fit", fit_interrupted_after_the_first_epoch)
+    assert main(args) == 130
+    first = capsys.readouterr().err
+    assert "compiling" in first and "1/3" in first
+    monkeypatch.setattr(jaxcg.train, "fit", real_fit)
+    assert main([*args, "--resume"]) == 0
+    resumed = capsys.readouterr().err.replace("\r", "\n")
+    shown = [line for line in resumed.splitlines() if "/3 [" in line]
+    # the bar starts at the epoch already done, never at 0 again
+    assert "1/3" in resumed and "3/3" in resumed
+    assert shown and not any(" 0/3" in line for line in shown)
