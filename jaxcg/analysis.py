@@ -311,6 +311,36 @@ def plot_fes(
     return _save(fig, path, dpi)
 
 
+def plot_prior_profiles(profiles, path: str | os.PathLike, columns: int = 4, dpi: int = 90) -> list[Path]:
+    """One panel per fitted prior term (``jaxcg.priors.TermProfile``: kind, beads, grid, energy,
+    empirical, populated): the fitted term over its whole range (line, kJ/mol) beside the data's
+    −kT log(p/J) (dots), with the bins that hold no data shaded, so a well where the data never go
+    is seen at a glance. Writes .png and .svg."""
+    plt = _pyplot()
+    profiles = list(profiles)
+    if not profiles:
+        raise ValueError("profiles is empty: nothing to plot (a prior fitted by fit_prior has one per bonded term)")
+    rows = -(-len(profiles) // columns)
+    fig, axes = plt.subplots(rows, min(columns, len(profiles)), figsize=(3.0 * min(columns, len(profiles)), 2.4 * rows),
+                             dpi=dpi, layout="constrained", squeeze=False)
+    for ax, profile in zip(axes.ravel(), profiles, strict=False):
+        width = profile.grid[1] - profile.grid[0] if len(profile.grid) > 1 else 1.0
+        for x in profile.grid[~profile.populated]:
+            ax.axvspan(x - width / 2, x + width / 2, color="0.92", lw=0)
+        ax.plot(profile.grid, profile.energy, "-", color="C0", label="prior")
+        ax.plot(profile.grid, profile.empirical, ".", color="C1", ms=3, label="data")
+        finite = profile.empirical[np.isfinite(profile.empirical)]
+        top = max(float(finite.max()) if finite.size else 1.0, 1.0) * 1.5
+        ax.set_ylim(min(-1.0, float(np.min(profile.energy)) - 1.0), top)
+        unit = "nm" if profile.kind == "bond" else "rad"
+        ax.set_xlabel(f"{profile.kind} {list(profile.beads)} / {unit}")
+        ax.set_ylabel("kJ/mol")
+    for ax in axes.ravel()[len(profiles):]:
+        ax.axis("off")
+    axes.ravel()[0].legend(fontsize=7)
+    return _save(fig, path, dpi)
+
+
 def plot_projection(
     projections: Mapping[str, np.ndarray], path: str | os.PathLike, kT: float, bins: int = 40,
     size: tuple[float, float] = (10.0, 3.6), dpi: int = 100,

@@ -266,6 +266,10 @@ def _train_run(args: argparse.Namespace) -> int:
         except (ValueError, FloatingPointError, OSError) as err:
             print(f"jaxcg train: error: {err}", file=sys.stderr)
             return 2
+    if trained.prior is not None and trained.prior.profiles:
+        from jaxcg.analysis import plot_prior_profiles
+
+        plot_prior_profiles(trained.prior.profiles, out / "prior_profiles")
     saved = model_spec(cg, trained.prior, spec.features, spec.blocks, spec.rbf, spec.cutoff, spec.exclusion_hops)
     save_model(out, saved, trained.params, extra={"train": dataclasses.asdict(config), "cg": made_from},
                overwrite=True)

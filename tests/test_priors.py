@@ -341,3 +341,22 @@ def test_maximum_likelihood_dihedral_fit_recovers_weighted_samples():
     a, b = _fourier_fit(phi, KT, 2, np.exp(-u / KT))
     np.testing.assert_allclose(a, cos_coef, atol=0.1)
     np.testing.assert_allclose(b, sin_coef, atol=0.1)
+
+
+def test_profile_figure_draws_each_term_and_its_data(alanine_backbone_phi_negative, monkeypatch, tmp_path):
+    """One panel per term with the fitted energy and the data's −kT log(p/J) as drawn data."""
+    import jaxcg.analysis as analysis
+
+    x, _ = alanine_backbone_phi_negative
+    prior = fit_prior(_cg_data(x[::10], [[0, 1], [1, 2], [2, 3], [3, 4]]))
+    figures = []
+    real_save = analysis._save
+    monkeypatch.setattr(analysis, "_save", lambda fig, path, dpi: figures.append(fig) or real_save(fig, path, dpi))
+    paths = analysis.plot_prior_profiles(prior.profiles, tmp_path / "profiles")
+    assert [p.suffix for p in paths] == [".png", ".svg"]
+    axes = [ax for ax in figures[0].axes if ax.lines]
+    assert len(axes) == len(prior.profiles) == 4 + 3 + 2  # bonds, angles, dihedrals
+    for ax, profile in zip(axes, prior.profiles, strict=True):
+        line, dots = ax.lines[:2]
+        np.testing.assert_allclose(line.get_ydata(), profile.energy)
+        np.testing.assert_allclose(dots.get_ydata(), profile.empirical)
