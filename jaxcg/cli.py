@@ -75,6 +75,18 @@ def _run_reference(args: argparse.Namespace) -> int:
     return 0
 
 
+def _selected_atoms(topology, selection: str, option: str, source: str):
+    """Atom indices of an mdtraj ``selection``; a bad or empty selection is a ValueError naming
+    the option and the file it was applied to."""
+    try:
+        atoms = topology.select(selection)
+    except Exception as err:  # mdtraj raises several types for bad syntax
+        raise ValueError(f"{option} {selection!r} is not a valid mdtraj selection: {err}") from err
+    if atoms.size == 0:
+        raise ValueError(f"{option} {selection!r} matches no atoms of {source}")
+    return atoms
+
+
 def _add_train_parser(subparsers: argparse._SubParsersAction) -> None:
     """`jaxcg train ...`: force matching of a CG model (jaxcg.train)."""
     parser = subparsers.add_parser(
@@ -385,13 +397,7 @@ def _simulate_start(args: argparse.Namespace):
         with reading(args.start, "--start trajectory"):
             traj = md.load(args.start, top=args.top) if args.top else md.load(args.start)
         if args.select:
-            try:
-                atoms = traj.topology.select(args.select)
-            except Exception as err:  # mdtraj raises several types for bad syntax
-                raise ValueError(f"--select {args.select!r} is not a valid mdtraj selection: {err}") from err
-            if atoms.size == 0:
-                raise ValueError(f"--select {args.select!r} matches no atoms of --start")
-            traj = traj.atom_slice(atoms)
+            traj = traj.atom_slice(_selected_atoms(traj.topology, args.select, "--select", "--start"))
         positions, topology = traj.xyz, traj.topology
     check_positions_scale(positions, f"--start {args.start!r}")
     if args.mass is not None or masses is None:
@@ -559,13 +565,7 @@ def _analyze_reference(args: argparse.Namespace):
         with reading(args.reference, "--reference trajectory"):
             traj = md.load(args.reference, top=args.reference_top) if args.reference_top else md.load(args.reference)
     if args.select and args.select != "all":
-        try:
-            atoms = traj.topology.select(args.select)
-        except Exception as err:  # mdtraj raises several types for bad syntax
-            raise ValueError(f"--select {args.select!r} is not a valid mdtraj selection: {err}") from err
-        if atoms.size == 0:
-            raise ValueError(f"--select {args.select!r} matches no atoms of --reference")
-        traj = traj.atom_slice(atoms)
+        traj = traj.atom_slice(_selected_atoms(traj.topology, args.select, "--select", "--reference"))
     return traj.xyz, float(300.0 if temperature is None else temperature)
 
 
@@ -744,7 +744,7 @@ def _evaluate_run(args: argparse.Namespace) -> int:
             raise ValueError("--selection is required: the model does not record the bead selection")
         n_beads = len(saved["bead_types"])
         data = load_dataset(args.reference)
-        atoms = data.topology.select(selection)
+        atoms = _selected_atoms(data.topology, selection, "--selection", "--reference")
         if len(atoms) != n_beads:
             raise ValueError(f"--selection {selection!r} picks {len(atoms)} atoms of --reference but the model "
                              f"has {n_beads} beads")

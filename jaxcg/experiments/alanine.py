@@ -192,24 +192,15 @@ def simulate(
     """Langevin dynamics of ``n_replicas`` replicas started from frames of ``cg``; returns the
     saved frames (F, N, 3) nm of all replicas pooled (frames after a replica was stopped dropped).
     dt: ps; friction: 1/ps; temperature and bead masses from ``cg``."""
-    from jaxcg.simulate import initial_positions, langevin
+    from jaxcg.evaluate import simulate_replicas
+    from jaxcg.simulate import initial_positions
 
-    steps_per_chunk = min(steps_per_chunk, max(save_every, n_steps))
-    steps_per_chunk -= steps_per_chunk % save_every
-    sim = langevin(lambda x: trained.model.energy(trained.params, x), cg.masses, cg.temperature, dt,
-                   friction, steps_per_chunk, save_every)
     k_start, k_init = jax.random.split(key)
-    state = sim.init(k_init, jnp.asarray(initial_positions(cg, n_replicas, k_start)))
-    frames, steps = [], []
-    for _ in range(-(-n_steps // steps_per_chunk)):
-        first = int(state.step)
-        state, record = sim.run_chunk(state)
-        frames.append(np.asarray(record.positions))
-        steps.append(first + save_every * np.arange(1, frames[-1].shape[0] + 1))
-    positions, steps = np.concatenate(frames), np.concatenate(steps)  # (F, R, N, 3), (F,)
-    stopped_at = np.asarray(state.stopped_at)
-    keep = (stopped_at[None, :] < 0) | (steps[:, None] < stopped_at[None, :])
-    return positions.transpose(1, 0, 2, 3)[keep.T]
+    positions, alive, _ = simulate_replicas(
+        trained.energy_fn(), initial_positions(cg, n_replicas, k_start), cg.masses, cg.temperature, n_steps,
+        k_init, dt, friction, save_every, steps_per_chunk,
+    )
+    return positions[alive]
 
 
 def ramachandran(positions: np.ndarray, kT: float, edges: np.ndarray | None = None,
