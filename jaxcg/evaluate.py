@@ -246,7 +246,10 @@ def evaluate_model(
       edges: bin edges of the two CVs.
       masses: (N,) amu. temperature: K (kT = 0.0083144626 · T kJ/mol).
       start_positions: (T', N, 3) nm frames the replicas start from (default: the reference).
-      dt, friction, save_every: as in ``simulate_replicas``.
+      dt: timestep, ps.
+      friction: 1/ps.
+      save_every: steps between saved frames.
+      progress: called as ``progress(steps_done, n_steps)`` after each chunk.
 
     Returns:
       (report, surfaces, positions (R, F, N, 3) nm).

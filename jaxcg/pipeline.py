@@ -94,7 +94,11 @@ def train_cg_model(
       cg: CG data: positions (T, N, 3) nm, forces (T, N, 3) kJ/mol/nm, bead types, bonds, K.
       spec: model size and prior settings. config: training hyperparameters.
       seed: seed of the SchNet's initial parameters (shuffling and split use ``config.seed``).
-      out_dir, resume, progress, devices, overwrite: as in ``jaxcg.train.fit``.
+      out_dir: folder for checkpoints and metrics (``jaxcg.train.fit``), or None.
+      resume: continue from the checkpoints in ``out_dir``.
+      progress: progress callback of ``jaxcg.train.fit``.
+      devices: devices for data parallelism (``jaxcg.train.fit``).
+      overwrite: replace an earlier run in ``out_dir``.
 
     Returns:
       TrainedModel with the best-validation SchNet parameters.

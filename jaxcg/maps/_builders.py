@@ -116,8 +116,8 @@ def basic_aggregation_map(
       atom constrained (directly or through a chain) to such an atom, 0 elsewhere.
 
     Raises:
-      ValueError: if a constraint group reaches the atoms of two beads (no aggregation map is then
-      consistent with M), or a bead has no atoms.
+      ValueError: if a constraint group reaches the atoms of two beads (no aggregation map is
+        then consistent with M), or a bead has no atoms.
     """
     config = np.asarray(config_map.config if isinstance(config_map, LinearMap) else config_map)
     if config.ndim != 2:
