@@ -12,7 +12,7 @@ Pieces, from the inside out:
   padded last batch) so the epoch loop never retraces.
 - ``block_split``: train/validation split by contiguous trajectory blocks.
 - ``fit``: the epoch loop: the frames copied to the device once, minibatches gathered and their
-  order shuffled there (only a step number crosses per step), validation, early stopping, non-finite checks on
+  order shuffled there (nothing crosses per step), validation, early stopping, non-finite checks on
   the host once per epoch, metrics to ``metrics.json``/``metrics.csv``, orbax checkpoints that
   resume exactly, data parallelism over ``devices`` with ``jax.sharding``.
 """
@@ -428,7 +428,8 @@ def fit(
         return jax.lax.with_sharding_constraint(batch, sharded)
 
     def train_step(state, frames, table, mask, order, s):
-        return step(state, batch_at(frames, table, mask, order[s]))
+        """Step ``s`` of the epoch; returns s + 1 on the device, so no number crosses per step."""
+        return *step(state, batch_at(frames, table, mask, order[s])), s + 1
 
     def eval_step(params, frames, table, mask, b):
         return evaluate(params, batch_at(frames, table, mask, b))
@@ -487,8 +488,9 @@ def fit(
             break
         order = shuffle(state.key, epoch)
         losses, norms, overflows = [], [], []
+        s_device = jax.device_put(jnp.zeros((), jnp.int32), replicated)
         for s in range(steps):
-            state, metrics = step_fn(state, frames, train_batches_d, train_mask_d, order, s)
+            state, metrics, s_device = step_fn(state, frames, train_batches_d, train_mask_d, order, s_device)
             losses.append(metrics["loss"])
             norms.append(metrics["grad_norm"])
             overflows.append(metrics.get("overflow", 0))
