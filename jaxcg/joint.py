@@ -8,7 +8,7 @@ into two non-negative parts,
 
 because E[G F | x] = −∇PMF(x). Minimising the residual over the map's parameters θ lowers only the
 noise, over the potential's parameters only the PMF error, so both can be optimised in one optax
-loop. The map stays valid for every θ (``jaxcg.maps.valid_map_parametrization``).
+loop (``jaxcg.optim.fit_loss``). The map stays valid for every θ (``jaxcg.maps.valid_map_parametrization``).
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ import optax
 from jaxcg.data import AtomisticData
 from jaxcg.maps import MapParametrization, force_matrix, parametrized_map
 from jaxcg.maps._linear_map import LinearMap
-from jaxcg.maps._optax_loop import minibatch_optimise
 from jaxcg.models import force_fn
+from jaxcg.optim import fit_loss, weighted_mean
 
 EnergyFn = Callable[[Any, jax.Array], jax.Array]
 
@@ -37,6 +37,17 @@ class JointParams(NamedTuple):
     model: Any
 
 
+def _frame_residuals(
+    energy: EnergyFn, config: jax.Array, force: jax.Array, model_params: Any, positions: jax.Array, forces: jax.Array
+) -> jax.Array:
+    """(B,) mean over beads of ‖G F − F_U(M r)‖² per frame, (kJ/mol/nm)²; config M and force G
+    (N, n), positions and forces (B, n, 3) in nm and kJ/mol/nm."""
+    x = jnp.einsum("Nn,bnd->bNd", config.astype(positions.dtype), positions)
+    mapped = jnp.einsum("Nn,bnd->bNd", force.astype(forces.dtype), forces)
+    model_forces = jax.vmap(force_fn(energy), in_axes=(None, 0))(model_params, x)
+    return jnp.mean(jnp.sum((mapped - model_forces) ** 2, axis=-1), axis=-1)
+
+
 def joint_residual(
     energy: EnergyFn, parametrization: MapParametrization, params: JointParams,
     positions: jax.Array, forces: jax.Array,
@@ -46,22 +57,15 @@ def joint_residual(
     Args:
       positions, forces: all-atom (B, n, 3) in nm and kJ/mol/nm.
     """
-    config = parametrization.config.astype(positions.dtype)
-    g = force_matrix(parametrization, params.theta).astype(forces.dtype)
-    x = jnp.einsum("Nn,bnd->bNd", config, positions)
-    mapped = jnp.einsum("Nn,bnd->bNd", g, forces)
-    model_forces = jax.vmap(force_fn(energy), in_axes=(None, 0))(params.model, x)
-    return jnp.mean(jnp.sum((mapped - model_forces) ** 2, axis=-1))
+    g = force_matrix(parametrization, params.theta)
+    return jnp.mean(_frame_residuals(energy, parametrization.config, g, params.model, positions, forces))
 
 
 def fixed_map_residual(
     energy: EnergyFn, linear_map: LinearMap, model_params: Any, positions: jax.Array, forces: jax.Array
 ) -> jax.Array:
     """Mean over frames and beads of ‖G F − F_U(M r)‖² for a fixed map, (kJ/mol/nm)²."""
-    x = jnp.einsum("Nn,bnd->bNd", linear_map.config.astype(positions.dtype), positions)
-    mapped = jnp.einsum("Nn,bnd->bNd", linear_map.force.astype(forces.dtype), forces)
-    model_forces = jax.vmap(force_fn(energy), in_axes=(None, 0))(model_params, x)
-    return jnp.mean(jnp.sum((mapped - model_forces) ** 2, axis=-1))
+    return jnp.mean(_frame_residuals(energy, linear_map.config, linear_map.force, model_params, positions, forces))
 
 
 def fit_joint(
@@ -85,7 +89,7 @@ def fit_joint(
       model_params: starting parameters of the potential.
       parametrization: valid-map parametrisation (θ = 0 is its base map).
       data: all-atom training frames.
-      key: jax.random key for the minibatches (the run is deterministic given it).
+      key: jax.random key of the shuffling (the run is deterministic given it).
       steps, batch_size: optimisation steps and frames per step.
       learning_rate, map_learning_rate: Adam learning rates (cosine-decayed) of the potential and
         of θ.
@@ -107,15 +111,17 @@ def fit_joint(
         },
         JointParams(theta="theta", model=jax.tree.map(lambda _: "model", model_params)),
     )
-    positions = jnp.asarray(data.positions, jnp.float32)
-    forces = jnp.asarray(data.forces, jnp.float32)
+    frames = (np.asarray(data.positions, np.float32), np.asarray(data.forces, np.float32))
 
-    def loss_fn(p: JointParams, index: jax.Array) -> jax.Array:
-        return joint_residual(energy, parametrization, p, positions[index], forces[index])
+    def loss_fn(p: JointParams, batch) -> jax.Array:
+        g = force_matrix(parametrization, p.theta)
+        return weighted_mean(_frame_residuals(energy, parametrization.config, g, p.model, *batch.data), batch.weights)
 
-    return minibatch_optimise(
-        loss_fn, params, optimizer, positions.shape[0], batch_size, steps, key, callback, "fit_joint"
+    params, losses, _ = fit_loss(
+        loss_fn, params, frames, optimizer, steps=steps, batch_size=batch_size, key=key, callback=callback,
+        name="fit_joint",
     )
+    return params, losses
 
 
 def joint_map(parametrization: MapParametrization, params: JointParams) -> LinearMap:

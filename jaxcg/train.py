@@ -7,10 +7,12 @@ the forces of a frozen prior, ``delta_forces``).
 Pieces, from the inside out:
 
 - ``force_matching_loss(energy, params, batch)``: the loss of one batch.
-- ``make_train_step(energy, optimizer)``: one pure ``step(state, batch) -> (state, metrics)``;
-  ``fit`` jits it once (fixed batch shape, padded last batch) so the epoch loop never retraces.
+- ``make_train_step(energy, optimizer)``: one pure ``step(state, batch) -> (state, metrics)``,
+  ``jaxcg.optim.make_step`` of the force-matching loss; ``fit`` jits it once (fixed batch shape,
+  padded last batch) so the epoch loop never retraces.
 - ``block_split``: train/validation split by contiguous trajectory blocks.
-- ``fit``: the epoch loop: shuffled minibatches, validation, early stopping, non-finite checks on
+- ``fit``: the epoch loop: the frames copied to the device once, minibatches gathered and their
+  order shuffled there (nothing crosses per step), validation, early stopping, non-finite checks on
   the host once per epoch, metrics to ``metrics.json``/``metrics.csv``, orbax checkpoints that
   resume exactly, data parallelism over ``devices`` with ``jax.sharding``.
 """
@@ -20,7 +22,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
-import math
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -32,6 +33,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from jaxcg import optim
 from jaxcg._files import OutputExistsError, reading, refuse_changed_settings
 
 Params = Any
@@ -160,25 +162,28 @@ def make_optimizer(config: TrainConfig, total_steps: int) -> optax.GradientTrans
 
 
 def _init_optimizer(optimizer: optax.GradientTransformation, params: Params) -> Any:
-    with jax.numpy_dtype_promotion("standard"):
-        return optimizer.init(params)
+    return optim.init_state(optimizer, params).opt_state
+
+
+def _batch_loss(energy: EnergyFn, overflow: Callable[[jax.Array], jax.Array] | None):
+    """loss(params, Batch) -> (loss, {"overflow": frames whose pairs overflow the model's capacity})."""
+
+    def loss(params: Params, batch: Batch) -> tuple[jax.Array, dict[str, jax.Array]]:
+        flags = {}
+        if overflow is not None:
+            flags["overflow"] = jnp.sum(jax.vmap(overflow)(batch.positions) & (batch.weights > 0))
+        return force_matching_loss(energy, params, batch), flags
+
+    return loss
 
 
 def make_train_step(
     energy: EnergyFn, optimizer: optax.GradientTransformation
 ) -> Callable[[TrainState, Batch], tuple[TrainState, dict[str, jax.Array]]]:
-    """One pure optimisation step ``step(state, batch) -> (state, {"loss", "grad_norm"})``."""
-
-    def step(state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, jax.Array]]:
-        loss, grads = jax.value_and_grad(lambda p: force_matching_loss(energy, p, batch))(state.params)
-        # optax mixes int step counts with float decays, which strict promotion rejects.
-        with jax.numpy_dtype_promotion("standard"):
-            updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-            params = optax.apply_updates(state.params, updates)
-        metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads)}
-        return state._replace(params=params, opt_state=opt_state), metrics
-
-    return step
+    """One pure optimisation step ``step(state, batch) -> (state, {"loss", "grad_norm"})``
+    (``jaxcg.optim.make_step`` of ``force_matching_loss``; with a model that has ``pair_overflow``,
+    also ``"overflow"``, the count of frames beyond its pair capacity)."""
+    return optim.make_step(_batch_loss(energy, _model_method(energy, "pair_overflow")), optimizer, has_aux=True)
 
 
 def make_eval_step(energy: EnergyFn) -> Callable[[Params, Batch], tuple[jax.Array, jax.Array]]:
@@ -228,12 +233,8 @@ def block_split(
 
 def _batches(indices: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
     """(S, batch_size) frame indices and weights masks; the last batch padded with weight 0."""
-    n_steps = max(1, math.ceil(len(indices) / batch_size))
-    padded = np.zeros(n_steps * batch_size, dtype=np.int64)
-    mask = np.zeros(n_steps * batch_size, dtype=np.float32)
-    padded[: len(indices)] = indices
-    mask[: len(indices)] = 1.0
-    return padded.reshape(n_steps, batch_size), mask.reshape(n_steps, batch_size)
+    table, mask = optim.batch_table(len(indices), batch_size)
+    return np.asarray(indices, np.int32)[table] * (mask > 0), mask
 
 
 def _write_metrics(out_dir: Path, history: list[dict[str, float]]) -> None:
@@ -262,6 +263,33 @@ def _model_n_beads(energy: EnergyFn) -> int | None:
     model = getattr(energy, "__self__", None)
     n_beads = getattr(model, "n_beads", None)
     return int(n_beads) if isinstance(n_beads, int | np.integer) else None
+
+
+def _model_method(energy: EnergyFn, name: str) -> Callable | None:
+    """Method ``name`` of the model behind ``energy`` (a bound ``model.energy``), or None."""
+    return getattr(getattr(energy, "__self__", None), name, None)
+
+
+class PairCapacityError(ValueError):
+    """Frames hold more pairs within the cutoff than the model's pair capacity (``max_pairs``)."""
+
+
+def _raise_pair_overflow(energy: EnergyFn, positions: np.ndarray, batches: np.ndarray, mask: np.ndarray,
+                         order: np.ndarray, overflows: np.ndarray, epoch: int) -> None:
+    """Raise ``PairCapacityError`` for the first step whose overflow flag is set."""
+    model = energy.__self__
+    model = getattr(model, "net", model)  # PriorPlusNet: the capacity is the network's
+    s = int(np.flatnonzero(overflows)[0])
+    b = int(order[s])
+    frames = batches[b][mask[b] > 0]
+    counts = model.pair_counts(positions[frames])
+    over = frames[counts > model.max_pairs]
+    needed = max(int(model.pair_counts(positions[i : i + 65536]).max()) for i in range(0, len(positions), 65536))
+    raise PairCapacityError(
+        f"max_pairs={model.max_pairs} is too small: in epoch {epoch}, batch {b} (step {s} of the epoch), frames "
+        f"{over[:10].tolist()}{'...' if over.size > 10 else ''} have up to {int(counts.max())} pairs within the "
+        f"cutoff; the training data need max_pairs >= {needed} (model.pair_counts(positions).max())"
+    )
 
 
 class CheckpointWarning(UserWarning):
@@ -373,6 +401,8 @@ def fit(
 
     Raises:
       FloatingPointError: a batch gave a non-finite loss; the message names epoch, batch and frames.
+      PairCapacityError: a batch held frames with more pairs within the cutoff than the model's
+        ``max_pairs`` (its ``pair_overflow`` flag, checked on the host once per epoch).
     """
     positions = np.asarray(positions)
     forces = np.asarray(forces)
@@ -388,9 +418,26 @@ def fit(
     mesh = Mesh(np.asarray(devices), ("data",))
     replicated = NamedSharding(mesh, PartitionSpec())
     sharded = NamedSharding(mesh, PartitionSpec("data"))
-    step_fn = jax.jit(make_train_step(energy, optimizer), in_shardings=(replicated, sharded), out_shardings=replicated)
-    eval_fn = jax.jit(make_eval_step(energy), in_shardings=(replicated, sharded), out_shardings=replicated)
+    step = make_train_step(energy, optimizer)
+    evaluate = make_eval_step(energy)
 
+    def batch_at(frames: optim.Batch, table: jax.Array, mask: jax.Array, b: jax.Array) -> Batch:
+        """Batch b of a (S, B) frame table, gathered from the device-resident frames."""
+        picked = optim.gather(frames.data, frames.weights, table[b], mask[b])
+        batch = Batch(picked.data[0], picked.data[1], picked.weights)
+        return jax.lax.with_sharding_constraint(batch, sharded)
+
+    def train_step(state, frames, table, mask, order, s):
+        """Step ``s`` of the epoch; returns s + 1 on the device, so no number crosses per step."""
+        return *step(state, batch_at(frames, table, mask, order[s])), s + 1
+
+    def eval_step(params, frames, table, mask, b):
+        return evaluate(params, batch_at(frames, table, mask, b))
+
+    step_fn = jax.jit(train_step, out_shardings=replicated)
+    eval_fn = jax.jit(eval_step, out_shardings=replicated)
+    shuffle = jax.jit(lambda key, epoch: jax.random.permutation(jax.random.fold_in(key, epoch), steps),
+                      out_shardings=replicated)
     params = jax.tree.map(lambda p: jnp.asarray(p), params)
     state = TrainState(
         params=params,
@@ -427,32 +474,39 @@ def fit(
             )
         (out_dir / "config.json").write_text(config_text)
 
-    def batch_at(idx: np.ndarray, mask: np.ndarray) -> Batch:
-        batch = Batch(
-            positions=np.asarray(positions[idx], np.float32),
-            forces=np.asarray(forces[idx], np.float32),
-            weights=mask * frame_w[idx],
-        )
-        return jax.device_put(batch, sharded)
+    # The frames stay on the device(s) for the whole run; a step receives only its number.
+    frames = jax.device_put(
+        optim.Batch((np.asarray(positions, np.float32), np.asarray(forces, np.float32)), frame_w), replicated
+    )
+    train_batches_d, train_mask_d = jax.device_put((train_batches, train_mask), replicated)
+    if val_batches is not None:
+        val_batches_d, val_mask_d = jax.device_put((val_batches, val_mask), replicated)
 
     while int(state.epoch) < config.epochs:
         epoch = int(state.epoch)
         if config.patience is not None and int(state.bad_epochs) >= config.patience:
             break
-        order = np.asarray(jax.random.permutation(jax.random.fold_in(state.key, epoch), steps))
-        losses, norms = [], []
-        for s, b in enumerate(order):
-            state, metrics = step_fn(state, batch_at(train_batches[b], train_mask[b]))
+        order = shuffle(state.key, epoch)
+        losses, norms, overflows = [], [], []
+        s_device = jax.device_put(jnp.zeros((), jnp.int32), replicated)
+        for s in range(steps):
+            state, metrics, s_device = step_fn(state, frames, train_batches_d, train_mask_d, order, s_device)
             losses.append(metrics["loss"])
             norms.append(metrics["grad_norm"])
+            overflows.append(metrics.get("overflow", 0))
             if progress is not None:
                 progress(epoch, s + 1, steps, None)
+        order = np.asarray(order)
+        overflows = np.asarray(jax.device_get(overflows))
+        if overflows.any():
+            _raise_pair_overflow(energy, positions, train_batches, train_mask, order, overflows, epoch)
         losses_host = np.asarray(jax.device_get(losses))
         bad = np.flatnonzero(~np.isfinite(losses_host))
         if bad.size:
             b = int(order[bad[0]])
-            frames = train_batches[b][train_mask[b] > 0]
-            nonfinite = frames[~(np.isfinite(positions[frames]).all(axis=(1, 2)) & np.isfinite(forces[frames]).all(axis=(1, 2)))]
+            frames_bad = train_batches[b][train_mask[b] > 0]
+            finite = np.isfinite(positions[frames_bad]).all(axis=(1, 2)) & np.isfinite(forces[frames_bad]).all(axis=(1, 2))
+            nonfinite = frames_bad[~finite]
             cause = (
                 f"frames {nonfinite[:10].tolist()} hold NaN/inf positions or forces"
                 if nonfinite.size
@@ -460,7 +514,7 @@ def fit(
             )
             raise FloatingPointError(
                 f"non-finite loss in epoch {epoch}, batch {b} (step {int(bad[0])} of the epoch, "
-                f"frames {frames[:10].tolist()}{'...' if frames.size > 10 else ''}): {cause}"
+                f"frames {frames_bad[:10].tolist()}{'...' if frames_bad.size > 10 else ''}): {cause}"
             )
         row = {
             "epoch": epoch,
@@ -468,7 +522,7 @@ def fit(
             "grad_norm": float(np.mean(jax.device_get(norms))),
         }
         if val_batches is not None:
-            sums = [eval_fn(state.params, batch_at(idx, m)) for idx, m in zip(val_batches, val_mask, strict=True)]
+            sums = [eval_fn(state.params, frames, val_batches_d, val_mask_d, b) for b in range(len(val_batches))]
             sums = np.asarray(jax.device_get(sums))
             row["val_loss"] = float(sums[:, 0].sum() / sums[:, 1].sum())
         monitor = row.get("val_loss", row["train_loss"])

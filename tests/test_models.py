@@ -102,6 +102,30 @@ def test_neighbor_list_path_matches_dense(small_schnet):
     np.testing.assert_allclose(sparse[1], dense[1], rtol=1e-4, atol=1e-5)
 
 
+def test_energy_neighbors_refuses_a_dense_list():
+    """A Dense list (jaxcg.simulate.neighbor_list's format) has rows of neighbours, not pairs:
+    read as pairs it gave a wrong energy silently; it must be refused, by name."""
+    from jaxcg.simulate import neighbor_list
+
+    model = SchNet(TYPES, n_features=8, n_rbf=8, cutoff=0.6)
+    params = model.init(jax.random.key(0), jnp.asarray(_positions()))
+    x = jnp.asarray(_positions(4))
+    displacement, _, dense_fn = neighbor_list(cutoff=0.6)
+    with jax.numpy_dtype_promotion("standard"):
+        dense = dense_fn.allocate(x)
+    with pytest.raises(ValueError, match="OrderedSparse neighbour list .* got format Dense"):
+        model.energy_neighbors(params, x, dense, displacement)
+    with pytest.raises(ValueError, match="OrderedSparse neighbour list .* got format Dense"):
+        jax.jit(lambda p, y: model.energy_neighbors(p, y, dense, displacement))(params, x)
+    # the list SchNet builds is accepted, also batched over replicas by vmap
+    displacement, sparse_fn = model.neighbor_list(dr_threshold=0.0)
+    with jax.numpy_dtype_promotion("standard"):
+        nbrs = sparse_fn.allocate(x)
+    batched = jax.tree.map(lambda a: jnp.stack([a, a]), nbrs)
+    energies = jax.vmap(lambda y, n: model.energy_neighbors(params, y, n, displacement))(jnp.stack([x, x]), batched)
+    np.testing.assert_allclose(energies, jax.jit(model.energy)(params, x), rtol=1e-5)
+
+
 def test_neighbor_list_overflow_is_carried_as_data():
     model = SchNet(np.zeros(8, np.int32), n_features=8, n_rbf=8, cutoff=1.0)
     _, neighbor_fn = model.neighbor_list(dr_threshold=0.0, capacity_multiplier=1.0)
@@ -156,7 +180,7 @@ def test_schnet_rejects_bad_types():
         SchNet(np.array([0, 3]), n_types=2)
 
 
-def test_compacted_pairs_match_all_pairs_and_overflow_is_nan():
+def test_compacted_pairs_match_all_pairs_and_overflow_is_a_flag():
     x = _positions(7) * 2.0  # spread out: some pairs beyond the cutoff
     full = SchNet(TYPES, n_features=8, n_rbf=8, cutoff=0.8)
     count = int(full.pair_counts(x[None])[0])
@@ -167,12 +191,16 @@ def test_compacted_pairs_match_all_pairs_and_overflow_is_nan():
 
     @jax.jit
     def all_three(params, xs):
-        return [batched_energy_and_forces(m.energy)(params, xs) for m in (full, compact, tight)]
+        return [(*batched_energy_and_forces(m.energy)(params, xs), jax.vmap(m.pair_overflow)(xs))
+                for m in (full, compact, tight)]
 
-    (u, f), (uc, fc), (ut, ft) = all_three(params, jnp.asarray(x[None]))
+    (u, f, o), (uc, fc, oc), (ut, ft, ot) = all_three(params, jnp.asarray(x[None]))
     np.testing.assert_allclose(uc, u, rtol=1e-5)
     np.testing.assert_allclose(fc, f, rtol=1e-4, atol=1e-5)
-    assert np.isnan(ut).all() and np.isnan(ft).all()
+    # overflow: a flag as data (jax-md's convention), finite values over the first max_pairs pairs
+    assert not o.any() and not oc.any() and ot.all()
+    assert np.isfinite(ut).all() and np.isfinite(ft).all()
+    assert not np.allclose(ut, u)
     with pytest.raises(ValueError, match="max_pairs must be in"):
         SchNet(TYPES, max_pairs=100)
 

@@ -118,6 +118,33 @@ def test_nan_batch_raises_naming_the_batch(dimer):
         fit(model.energy, model.init(None, jnp.asarray(x[0])), x, bad, config)
 
 
+def test_pair_capacity_overflow_is_named_not_blamed_on_the_learning_rate():
+    """A SchNet whose max_pairs is below the data's pair count: fit raises PairCapacityError naming
+    the frames and the capacity needed (it used to see NaN and suggest a lower learning rate)."""
+    from jaxcg.models import PriorPlusNet, SchNet
+    from jaxcg.train import PairCapacityError
+
+    rng = np.random.default_rng(2)
+    x = rng.uniform(0.0, 0.9, (64, 5, 3)).astype(np.float32)
+    f = rng.normal(0.0, 10.0, x.shape).astype(np.float32)
+    loose = SchNet(np.arange(5) % 2, n_features=8, n_rbf=8, cutoff=0.6)
+    counts = loose.pair_counts(x)
+    capacity = int(np.median(counts))
+    assert 1 <= capacity < counts.max()
+    tight = SchNet(np.arange(5) % 2, n_features=8, n_rbf=8, cutoff=0.6, max_pairs=capacity)
+    params = tight.init(jax.random.key(0), jnp.asarray(x[0]))
+    config = _cfg(epochs=1, batch_size=16, learning_rate=1e-3, val_fraction=0.0)
+    expected = rf"max_pairs={capacity} is too small: in epoch 0, .* max_pairs >= {int(counts.max())}"
+    with pytest.raises(PairCapacityError, match=expected):
+        fit(tight.energy, params, x, f, config)
+    both = PriorPlusNet(RBFPairPotential(n_beads=5, n_basis=4, r_min=0.1, r_max=0.6), tight)
+    both_params = both.init(jax.random.key(0), jnp.asarray(x[0]))
+    with pytest.raises(PairCapacityError, match=expected):
+        fit(both.energy, both_params, x, f, config)
+    enough = SchNet(np.arange(5) % 2, n_features=8, n_rbf=8, cutoff=0.6, max_pairs=int(counts.max()))
+    fit(enough.energy, params, x, f, config)  # no overflow: trains
+
+
 def test_sharded_training_matches_single_device():
     if jax.local_device_count() < 2:
         pytest.skip("needs 2 devices (XLA_FLAGS=--xla_force_host_platform_device_count=2)")

@@ -26,6 +26,7 @@ from jaxcg.maps import (
     slice_map,
 )
 from jaxcg.models import RBFPairPotential, force_fn
+from jaxcg.optim import fit_loss
 
 #: Window (nm) over which PMFs are compared, as in the paper.
 PMF_WINDOW = (0.25, 0.8)
@@ -97,7 +98,7 @@ def train_pair_potential(
     The model's forces are linear in its coefficients, F_model = D c, so the loss
     mean_t Σ_i ‖f_ti − (D c)_ti‖² / N is the quadratic cᵀ H c − 2 cᵀ b + const with H = DᵀD / (T N),
     b = Dᵀf / (T N), accumulated once. Adam then runs ``steps`` exact full-batch steps of that loss
-    inside one ``lax.scan``; the loss is convex, so this reaches the optimum minibatch epochs reach,
+    inside one ``lax.scan`` (``jaxcg.optim.fit_loss`` with H and b as its one frame); the loss is convex, so this reaches the optimum minibatch epochs reach,
     at a cost independent of T.
 
     Args:
@@ -116,18 +117,14 @@ def train_pair_potential(
     target = design.T @ f.reshape(-1) * scale
     optimizer = optax.adam(optax.cosine_decay_schedule(learning_rate, steps, alpha=1e-3))
 
-    def loss_fn(c):
-        return c @ hessian @ c - 2.0 * c @ target
+    def loss_fn(c, batch):  # batch.data: the one "frame" (H (1, K, K), b (1, K))
+        h, b = batch.data
+        return c @ h[0] @ c - 2.0 * c @ b[0]
 
-    def step(carry, _):
-        c, opt_state = carry
-        loss, grad = jax.value_and_grad(loss_fn)(c)
-        with jax.numpy_dtype_promotion("standard"):
-            updates, opt_state = optimizer.update(grad, opt_state, c)
-        return (optax.apply_updates(c, updates), opt_state), loss
-
-    c0 = params["coefficients"]
-    (coefficients, _), _ = jax.jit(lambda c: jax.lax.scan(step, (c, optimizer.init(c)), None, length=steps))(c0)
+    coefficients, _, _ = fit_loss(
+        loss_fn, params["coefficients"], (hessian[None], target[None]), optimizer, steps=steps, batch_size=1,
+        key=jax.random.PRNGKey(seed), chunk_steps=steps, name="train_pair_potential",
+    )
     return model, {"coefficients": coefficients}
 
 

@@ -42,8 +42,8 @@ import optax
 
 from jaxcg.data import AtomisticData
 from jaxcg.geometry import norm
-from jaxcg.maps._optax_loop import minibatch_optimise
 from jaxcg.maps._parametrized import MapParametrization, force_matrix
+from jaxcg.optim import fit_loss, weighted_mean
 
 MLPParams = list[tuple[jax.Array, jax.Array]]
 
@@ -203,17 +203,18 @@ def fit_configurational_map(
     forces = jnp.asarray(data.forces, parametrization.basis.dtype)
     kT = data.kT
 
-    def loss_fn(p: MLPParams, index: jax.Array) -> jax.Array:
+    def loss_fn(p: MLPParams, batch) -> jax.Array:
         def one(r, f):
             mapped, delta = mapped_forces_closed_form(parametrization, p, r, f, kT)
             return jnp.sum(mapped**2) + l2 * jnp.sum(delta**2)
 
-        return jnp.mean(jax.vmap(one)(positions[index], forces[index]))
+        return weighted_mean(jax.vmap(one)(*batch.data), batch.weights)
 
-    return minibatch_optimise(
-        loss_fn, params, optimizer, positions.shape[0], batch_size, steps, key, callback,
-        "fit_configurational_map",
+    params, losses, _ = fit_loss(
+        loss_fn, params, (positions, forces), optimizer, steps=steps, batch_size=batch_size, key=key,
+        callback=callback, name="fit_configurational_map",
     )
+    return params, losses
 
 
 def mean_squared_configurational_force(

@@ -23,7 +23,7 @@ from jaxcg.constraints import expansion_matrix
 from jaxcg.data import AtomisticData
 from jaxcg.maps._builders import basic_aggregation_map
 from jaxcg.maps._linear_map import LinearMap
-from jaxcg.maps._optax_loop import minibatch_optimise
+from jaxcg.optim import fit_loss, weighted_mean
 
 
 @jax.tree_util.register_dataclass
@@ -144,8 +144,9 @@ def fit_force_map(
       parametrization: from ``valid_map_parametrization``.
       source: AtomisticData or forces (T, n, 3) in kJ/mol/nm.
       optimizer: optax transformation (default Adam with cosine-decayed learning rate 0.05).
-      steps: optimisation steps; batch_size: frames per step (sampled with replacement).
-      key: jax.random key for the minibatches (default PRNGKey(0)).
+      steps: optimisation steps; batch_size: frames per step (the frames are reshuffled every
+        epoch, on the device; ``jaxcg.optim.fit_loss``).
+      key: jax.random key of the shuffling (default PRNGKey(0)).
       theta0: starting θ (N, K); default zeros (the base map).
       callback: called as callback(step, loss) every 100 steps (for progress bars).
 
@@ -166,12 +167,13 @@ def fit_force_map(
     # normalise by the base map's noise so the learning rate does not depend on force units
     scale = jnp.mean(jnp.sum(jnp.einsum("in,tnd->tid", parametrization.base, forces[:1024]) ** 2, axis=(1, 2)))
 
-    def loss_fn(th: jax.Array, index: jax.Array) -> jax.Array:
-        mapped = jnp.einsum("in,tnd->tid", force_matrix(parametrization, th), forces[index])
-        return jnp.mean(jnp.sum(mapped**2, axis=(1, 2))) / scale
+    def loss_fn(th: jax.Array, batch) -> jax.Array:
+        mapped = jnp.einsum("in,tnd->tid", force_matrix(parametrization, th), batch.data)
+        return weighted_mean(jnp.sum(mapped**2, axis=(1, 2)), batch.weights) / scale
 
     report = None if callback is None else (lambda step, loss: callback(step, loss * float(scale)))
-    theta, losses = minibatch_optimise(
-        loss_fn, theta, optimizer, forces.shape[0], batch_size, steps, key, report, "fit_force_map"
+    theta, losses, _ = fit_loss(
+        loss_fn, theta, forces, optimizer, steps=steps, batch_size=batch_size, key=key, callback=report,
+        name="fit_force_map",
     )
     return parametrized_map(parametrization, theta), theta, losses * float(scale)

@@ -17,8 +17,9 @@
 Models:
 
 - ``SchNet``: Flax nnx SchNet (dense pairs, each unordered pair once; ``max_pairs=`` keeps only
-  pairs within the cutoff in a static buffer, NaN if a frame has more: pick it from
-  ``model.pair_counts(positions)``; params are independent of it). For large systems,
+  pairs within the cutoff in a static buffer; a frame with more sets ``model.pair_overflow(x)``,
+  which ``jaxcg.train.fit`` checks: pick it from ``model.pair_counts(positions)``; params are
+  independent of it). For large systems,
   ``displacement, neighbor_fn = model.neighbor_list(box)`` and
   ``model.energy_neighbors(params, x, nbrs, displacement)`` use a jax-md ``OrderedSparse`` list;
   check ``nbrs.did_buffer_overflow`` on the host. ``filter_table=K`` tabulates the filters on

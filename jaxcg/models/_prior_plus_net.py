@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 
 from jaxcg.models._base import EnergyModel
 
@@ -32,3 +33,8 @@ class PriorPlusNet:
 
     def energy(self, params: dict[str, Any], x: jax.Array) -> jax.Array:
         return self.prior.energy(params["prior"], x) + self.net.energy(params["net"], x)
+
+    def pair_overflow(self, x: jax.Array) -> jax.Array:
+        """() bool: the network's pair capacity overflows at x (N, 3) nm (False if it has none)."""
+        overflow = getattr(self.net, "pair_overflow", None)
+        return jnp.zeros((), bool) if overflow is None else overflow(x)

@@ -129,6 +129,19 @@ def excluded_pairs(n_beads: int, bonds: np.ndarray | None, exclusion_hops: int) 
     return np.stack([i, j], axis=1).astype(np.int64)
 
 
+def _check_ordered_sparse(neighbor: Any) -> None:
+    """Refuse a neighbour list that is not a jax-md ``OrderedSparse`` list of shape (2, capacity)."""
+    form = getattr(neighbor, "format", None)
+    name = getattr(form, "name", repr(form))
+    if name != "OrderedSparse":
+        raise ValueError(
+            f"neighbor must be a jax-md OrderedSparse neighbour list (SchNet.neighbor_list builds one), got "
+            f"format {name}: its idx rows are not the pairs i < j, so the energy would be wrong"
+        )
+    if np.ndim(neighbor.idx) != 2 or np.shape(neighbor.idx)[0] != 2:
+        raise ValueError(f"neighbor.idx must have shape (2, capacity) (OrderedSparse), got {np.shape(neighbor.idx)}")
+
+
 class SchNet:
     """SchNet energy model of one CG molecule.
 
@@ -145,9 +158,11 @@ class SchNet:
       max_pairs: None (default) evaluates every pair, zeroing those beyond the cutoff. An int
         keeps only the pairs within the cutoff, compacted into a static buffer of this size, so
         filters are computed for those alone (a large saving when many pairs lie beyond the
-        cutoff); a configuration with more pairs within the cutoff gets NaN energy and forces
-        (choose it with ``pair_counts`` over the data, plus a margin). Parameters do not depend
-        on it: train with a capacity and simulate without one.
+        cutoff). Like a jax-md neighbour list, the capacity overflows as data: a configuration
+        with more pairs within the cutoff is evaluated over the first ``max_pairs`` of them and
+        ``pair_overflow(x)`` is True for it; check the flag (``jaxcg.train.fit`` does, every step,
+        and raises ``PairCapacityError``). Choose it with ``pair_counts`` over the data, plus a
+        margin. Parameters do not depend on it: train with a capacity and simulate without one.
       filter_table: None (default) evaluates the filter network for every pair. An int K
         tabulates each block's filters on K + 1 points in [0, r_c] and interpolates them with
         cubic Hermite splines (see the module docstring): the same parameters, an approximation
@@ -298,8 +313,8 @@ class SchNet:
     def energy(self, params: dict[str, Any], x: jax.Array) -> jax.Array:
         """Energy in kJ/mol of x: (N, 3) nm, dense pair path. Pure and jittable.
 
-        With ``max_pairs`` set, returns NaN (energy and forces) for a configuration with more
-        than ``max_pairs`` pairs within the cutoff, never a silently truncated value.
+        With ``max_pairs`` set, a configuration with more pairs within the cutoff is evaluated
+        over the first ``max_pairs`` of them: ``pair_overflow(x)`` flags it (check the flag).
         """
         self._check_x(x)
         x = x.astype(self.dtype)
@@ -308,13 +323,20 @@ class SchNet:
         if self.max_pairs is None:
             return self._apply(params, r, None, self._aggregate(i, j))
         within = r < self.cutoff
-        count = jnp.sum(within)
         (selected,) = jnp.nonzero(within, size=self.max_pairs, fill_value=0)
-        valid = jnp.arange(self.max_pairs) < count
+        valid = jnp.arange(self.max_pairs) < jnp.sum(within)
         ii, jj = jnp.asarray(i)[selected], jnp.asarray(j)[selected]
-        energy = self._apply(params, r[selected], valid, self._aggregate(ii, jj))
-        overflow = jnp.where(count > self.max_pairs, jnp.nan, 1.0).astype(energy.dtype)
-        return energy * overflow
+        return self._apply(params, r[selected], valid, self._aggregate(ii, jj))
+
+    def pair_overflow(self, x: jax.Array) -> jax.Array:
+        """() bool: x (N, 3) nm has more (non-excluded) pairs within the cutoff than ``max_pairs``,
+        so ``energy`` left some out; always False without ``max_pairs``. Pure and jittable (the
+        overflow flag as data, jax-md's ``did_buffer_overflow`` convention)."""
+        self._check_x(x)
+        if self.max_pairs is None:
+            return jnp.zeros((), bool)
+        x = x.astype(self.dtype)
+        return jnp.sum(norm(x[self.pair_j] - x[self.pair_i]) < self.cutoff) > self.max_pairs
 
     def _aggregate(self, i: Any, j: Any) -> Callable[[jax.Array, jax.Array], jax.Array]:
         i, j = jnp.asarray(i), jnp.asarray(j)
@@ -372,8 +394,12 @@ class SchNet:
     def energy_neighbors(self, params: dict[str, Any], x: jax.Array, neighbor: Any, displacement: Callable | None = None) -> jax.Array:
         """Energy in kJ/mol of x: (N, 3) nm over the pairs of a jax-md ``OrderedSparse`` list.
 
-        ``displacement`` is the list's displacement function (default free space).
+        ``displacement`` is the list's displacement function (default free space). Another
+        format (a ``Dense`` list, as ``jaxcg.simulate.neighbor_list`` builds, or ``Sparse``) is
+        refused with a ``ValueError``: its ``idx`` rows are not pairs. ``neighbor`` may be
+        batched over replicas by ``jax.vmap``.
         """
+        _check_ordered_sparse(neighbor)
         self._check_x(x)
         x = x.astype(self.dtype)
         i, j = neighbor.idx[0], neighbor.idx[1]
