@@ -1,4 +1,4 @@
-"""The ``jaxcg`` command: ``demo``, ``reference``, ``train``, ``simulate``, ``analyze``, ``evaluate``.
+"""The ``jaxcg`` command: ``demo``, ``reference``, ``train``, ``simulate``, ``analyze``, ``evaluate``, ``export``.
 
 Stateful wrappers (progress bars, files) live here, on top of the pure library.
 """
@@ -283,7 +283,8 @@ def _add_simulate_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--energy", required=True,
         help="MODULE:FUNCTION or FILE.py:FUNCTION; FUNCTION() returns energy(x (N, 3) nm) -> "
-        "kJ/mol with the model's parameters bound (e.g. functools.partial(model.energy, params))",
+        "kJ/mol with the model's parameters bound (e.g. functools.partial(model.energy, params)); "
+        "or FILE, a potential written by `jaxcg export`",
     )
     parser.add_argument("--start", required=True,
                         help="starting frames: any mdtraj trajectory (with --top) or an npz with "
@@ -328,10 +329,18 @@ def _simulate_load_energy(spec: str, filter_table: int | None = None):
     import importlib
     import importlib.util
     import inspect
+    from pathlib import Path
 
+    from jaxcg.export import load_exported, metadata_path
+
+    if metadata_path(spec).exists():  # an artefact of `jaxcg export`
+        if filter_table is not None:
+            raise ValueError(f"--filter-table does not apply to the exported potential {spec!r}")
+        return load_exported(spec)
     target, _, name = spec.rpartition(":")
     if not target or not name:
-        raise ValueError(f"--energy must be MODULE:FUNCTION or FILE.py:FUNCTION, got {spec!r}")
+        hint = " or a file written by `jaxcg export`" if Path(spec).exists() else ""
+        raise ValueError(f"--energy must be MODULE:FUNCTION, FILE.py:FUNCTION{hint}, got {spec!r}")
     if target.endswith(".py"):
         module_spec = importlib.util.spec_from_file_location("_jaxcg_energy", target)
         if module_spec is None or module_spec.loader is None:
@@ -607,6 +616,38 @@ def _simulate_tempering(args: argparse.Namespace) -> int:
         return 3
     print(f"wrote {out} ({int(state.sim.step)} steps, {len(temperatures)} temperatures x {args.replicas} replicas, "
           f"{n_stopped} stopped; exchange acceptance {rates})")
+    return 0
+
+
+def _add_export_parser(subparsers: argparse._SubParsersAction) -> None:
+    """`jaxcg export MODEL_DIR --out FILE`: the trained potential as a jax.export artefact."""
+    parser = subparsers.add_parser(
+        "export",
+        help="write a trained model's potential as a jax.export artefact (loadable with plain JAX)",
+        description="Write energy_and_forces(positions (batch, N, 3) nm) -> (energy (batch,) kJ/mol, forces "
+        "(batch, N, 3) kJ/mol/nm) of the model in MODEL_DIR (a `jaxcg train` folder) to FILE, a serialized "
+        "jax.export.Exported with a symbolic batch size, and its metadata (units, bead types, n_beads, "
+        "temperature, shapes) to FILE.json. Load with jax.export.deserialize; `jaxcg simulate --energy FILE` "
+        "simulates it.",
+    )
+    parser.add_argument("model_dir", metavar="MODEL_DIR", help="folder written by `jaxcg train`")
+    parser.add_argument("--out", required=True, metavar="FILE", help="artefact to write, e.g. model.jaxexport")
+    parser.add_argument("--platforms", nargs="+", default=["cpu", "cuda"],
+                        help="platforms to lower for (default: cpu cuda)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing FILE")
+    parser.set_defaults(func=_export_run)
+
+
+def _export_run(args: argparse.Namespace) -> int:
+    from jaxcg.export import export_potential, metadata_path
+
+    try:
+        metadata = export_potential(args.model_dir, args.out, platforms=args.platforms, overwrite=args.overwrite)
+    except (ValueError, OSError, KeyError) as err:
+        print(f"jaxcg export: error: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.out} ({metadata['n_beads']} beads, platforms {' '.join(metadata['platforms'])}) and "
+          f"{metadata_path(args.out)}")
     return 0
 
 
@@ -914,6 +955,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_simulate_parser(subparsers)
     _add_analyze_parser(subparsers)
     _add_evaluate_parser(subparsers)
+    _add_export_parser(subparsers)
     for name in _RECORDED:
         subparsers.choices[name].add_argument(
             "--config", default=None, metavar="FILE.toml",
