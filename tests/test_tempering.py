@@ -262,3 +262,18 @@ def test_cli_simulate_temperatures_writes_one_folder_per_temperature_and_resumes
         replicas = simulate.load_replicas(tmp_path / "pt" / t)
         assert [r.n_frames for r in replicas] == [20, 20]
         assert json.loads((tmp_path / "pt" / t / "report.json").read_text())["steps"] == 200
+
+
+def test_parameters_at_call_time_equal_bound_parameters():
+    def energy(r, params):
+        return params["k"] * jnp.sum(r**2)
+
+    sim = simulate.langevin(energy, np.full(1, MASS), T_LOW, 0.004, 10.0, 10, 10)
+    ladder = simulate.replica_exchange(sim, (300.0, 600.0), 2)
+    params = {"k": jnp.asarray(500.0, jnp.float32)}
+    state = ladder.init(jax.random.key(0), _right_well_start(2), params=params)
+    called, _, _ = ladder.run_chunk(state, params=params)
+    bound = ladder.bind(params=params)
+    fixed, _, _ = bound.run_chunk(bound.init(jax.random.key(0), _right_well_start(2)))
+    np.testing.assert_array_equal(called.sim.integrator.position, fixed.sim.integrator.position)
+    assert int(called.rounds) == 1

@@ -56,14 +56,12 @@ class ReplicaExchange(NamedTuple):
       n_per_temperature: M, copies per temperature.
       exchange: ``exchange(state, energy (R,) kJ/mol) -> (state, accepted (K-1, M) bool)``, one
         jitted round of Metropolis exchanges (used by ``run_chunk``).
-      call_kwargs: keywords fixed by ``bind`` (energy parameters), passed to every call.
     """
 
     simulator: Simulator
     temperatures: tuple[float, ...]
     n_per_temperature: int
     exchange: Callable[[TemperingState, Array], tuple[TemperingState, Array]]
-    call_kwargs: dict
 
     @property
     def kT(self) -> Array:
@@ -84,7 +82,7 @@ class ReplicaExchange(NamedTuple):
                 f"{n_temps} temperatures x {n_copies} copies, got {positions.shape}"
             )
         key_sim, key_exchange = jax.random.split(key)
-        sim = self.simulator.init(key_sim, positions, kT=self.kT, **{**self.call_kwargs, **kwargs})
+        sim = self.simulator.init(key_sim, positions, kT=self.kT, **kwargs)
         n_pairs = n_temps - 1
         return TemperingState(
             sim, jnp.arange(n_temps * n_copies, dtype=jnp.int32), key_exchange,
@@ -98,7 +96,7 @@ class ReplicaExchange(NamedTuple):
         replica k·M + m at temperature k) and the accepted exchanges (K-1, M) bool. Where the
         neighbour list overflowed (``record.neighbor_overflow``), no exchange is made and the
         caller redoes the chunk from ``state`` (as ``run_tempering`` does)."""
-        sim, record = self.simulator.run_chunk(state.sim, kT=self.kT, **{**self.call_kwargs, **kwargs})
+        sim, record = self.simulator.run_chunk(state.sim, kT=self.kT, **kwargs)
         if bool(np.asarray(record.neighbor_overflow).any()):
             return state._replace(sim=sim), record, jnp.zeros((len(self.temperatures) - 1, self.n_per_temperature), bool)
         new, accepted = self.exchange(state._replace(sim=sim), record.potential_energy[-1])
@@ -106,9 +104,7 @@ class ReplicaExchange(NamedTuple):
 
     def bind(self, **kwargs: Any) -> ReplicaExchange:
         """This ladder with energy keywords fixed (``params=...``), for ``run_tempering``."""
-        return self._replace(
-            simulator=self.simulator.bind(**kwargs), call_kwargs={}
-        ) if kwargs else self
+        return self._replace(simulator=self.simulator.bind(**kwargs))
 
     def acceptance(self, state: TemperingState) -> np.ndarray:
         """(K-1,) fraction of accepted exchanges between temperatures k and k+1 so far (NaN where
@@ -173,7 +169,7 @@ def replica_exchange(
             state.attempted + counts[1],
         ), accepted
 
-    ladder = ReplicaExchange(simulator, temperatures, n_copies, None, {})
+    ladder = ReplicaExchange(simulator, temperatures, n_copies, None)
     kT = ladder.kT
     return ladder._replace(exchange=lambda state, energy: _promoted(exchange, state, energy, kT))
 
