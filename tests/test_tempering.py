@@ -277,3 +277,23 @@ def test_parameters_at_call_time_equal_bound_parameters():
     fixed, _, _ = bound.run_chunk(bound.init(jax.random.key(0), _right_well_start(2)))
     np.testing.assert_array_equal(called.sim.integrator.position, fixed.sim.integrator.position)
     assert int(called.rounds) == 1
+
+
+def test_neighbor_lists_move_with_their_configurations_and_overflow_is_redone():
+    from test_simulate import dense_energy, make_neighbor_energy
+
+    n = 12
+    displacement, shift, neighbor_fn = simulate.neighbor_list(cutoff=0.5, skin=0.1)
+    sim = simulate.langevin(make_neighbor_energy(displacement), np.full(n, 20.0), 300.0, 0.002, 5.0, 20, 10,
+                            shift_fn=shift, neighbor_fn=neighbor_fn)
+    ladder = simulate.replica_exchange(sim, (300.0, 310.0, 320.0), 2)
+    lattice = np.stack(np.meshgrid(np.arange(3), np.arange(2), np.arange(2)), -1).reshape(-1, 3)
+    compact = np.repeat(lattice[None] * 0.35, 2, 0).astype(np.float32)
+    state = ladder.init(jax.random.key(0), compact)
+    small = sim.allocate_neighbors(jnp.asarray(compact * 10.0).repeat(3, 0))  # too small: overflows
+    state = state._replace(sim=state.sim._replace(neighbor=small))
+    state = simulate.run_tempering(ladder, state, 100)
+    assert state.sim.neighbor.max_occupancy > small.max_occupancy
+    assert int(state.accepted.sum()) > 0 and not np.array_equal(state.walker, np.arange(6))
+    dense_forces = jax.vmap(jax.grad(lambda r: -dense_energy(r)))(state.sim.integrator.position)
+    np.testing.assert_allclose(state.sim.integrator.force, dense_forces, rtol=1e-4, atol=1e-3)
