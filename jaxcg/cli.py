@@ -1,4 +1,4 @@
-"""The ``jaxcg`` command: ``demo``, ``reference``, ``train``, ``simulate``, ``analyze``, ``evaluate``.
+"""The ``jaxcg`` command: ``demo``, ``reference``, ``train``, ``simulate``, ``analyze``, ``evaluate``, ``export``.
 
 Stateful wrappers (progress bars, files) live here, on top of the pure library.
 """
@@ -310,7 +310,8 @@ def _add_simulate_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--energy", required=True,
         help="MODULE:FUNCTION or FILE.py:FUNCTION; FUNCTION() returns energy(x (N, 3) nm) -> "
-        "kJ/mol with the model's parameters bound (e.g. functools.partial(model.energy, params))",
+        "kJ/mol with the model's parameters bound (e.g. functools.partial(model.energy, params)); "
+        "or FILE, a potential written by `jaxcg export`",
     )
     parser.add_argument("--start", required=True,
                         help="starting frames: any mdtraj trajectory (with --top) or an npz with "
@@ -326,6 +327,14 @@ def _add_simulate_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--friction", type=float, default=1.0, help="1/ps (default 1)")
     parser.add_argument("--temperature", type=float, default=300.0, help="K (default 300)")
     parser.add_argument("--integrator", choices=["langevin", "brownian"], default="langevin")
+    parser.add_argument("--temperatures", type=float, nargs="+", default=None, metavar="T",
+                        help="parallel tempering: a ladder of temperatures in K, ascending (replaces "
+                        "--temperature); --replicas copies at each, Metropolis exchanges between "
+                        "neighbours, frames of temperature T in OUT/T<T>K/, acceptance per pair in "
+                        "OUT/report.json")
+    parser.add_argument("--exchange-every", type=int, default=None, metavar="N",
+                        help="with --temperatures: steps between exchange rounds (the chunk length, "
+                        "a multiple of --save-every; default --chunk)")
     parser.add_argument("--save-every", type=int, default=100, help="steps between frames")
     parser.add_argument("--chunk", type=int, default=1000,
                         help="steps per jitted chunk, a multiple of --save-every")
@@ -347,10 +356,18 @@ def _simulate_load_energy(spec: str, filter_table: int | None = None):
     import importlib
     import importlib.util
     import inspect
+    from pathlib import Path
 
+    from jaxcg.export import load_exported, metadata_path
+
+    if metadata_path(spec).exists():  # an artefact of `jaxcg export`
+        if filter_table is not None:
+            raise ValueError(f"--filter-table does not apply to the exported potential {spec!r}")
+        return load_exported(spec)
     target, _, name = spec.rpartition(":")
     if not target or not name:
-        raise ValueError(f"--energy must be MODULE:FUNCTION or FILE.py:FUNCTION, got {spec!r}")
+        hint = " or a file written by `jaxcg export`" if Path(spec).exists() else ""
+        raise ValueError(f"--energy must be MODULE:FUNCTION, FILE.py:FUNCTION{hint}, got {spec!r}")
     if target.endswith(".py"):
         module_spec = importlib.util.spec_from_file_location("_jaxcg_energy", target)
         if module_spec is None or module_spec.loader is None:
@@ -407,7 +424,13 @@ def _simulate_start(args: argparse.Namespace):
 
 #: `jaxcg simulate` settings that must match between a run and its --resume.
 _SIMULATE_RESUME_KEYS = ("energy", "start", "top", "select", "mass", "replicas", "dt", "friction", "temperature",
-                         "integrator", "save_every", "chunk", "force_bound", "filter_table", "seed")
+                         "integrator", "save_every", "chunk", "force_bound", "filter_table", "seed",
+                         "temperatures", "exchange_every")
+
+
+def _tempering_folder(temperature: float) -> str:
+    """Sub-folder of `jaxcg simulate --temperatures` for one temperature (K): T300K, T412.5K."""
+    return f"T{temperature:g}K"
 
 
 def _check_energy_beads(energy, positions, args: argparse.Namespace) -> None:
@@ -444,6 +467,11 @@ def _simulate_run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     checkpoint, settings_path = out / "state.npz", out / "settings.json"
     settings = {key: getattr(args, key) for key in _SIMULATE_RESUME_KEYS}
+    if args.temperatures is None and args.exchange_every is not None:
+        print("jaxcg simulate: error: --exchange-every needs --temperatures", file=sys.stderr)
+        return 2
+    if args.temperatures is not None:
+        return _simulate_tempering(args)
     try:
         check_temperature(args.temperature, "--temperature")
         check_writable_folder(out)
@@ -508,6 +536,142 @@ def _simulate_run(args: argparse.Namespace) -> int:
               "--dt or check the model", file=sys.stderr)
         return 3
     print(f"wrote {out} ({int(state.step)} steps, {len(report.stopped)} replicas stopped)")
+    return 0
+
+
+def _simulate_tempering(args: argparse.Namespace) -> int:
+    """`jaxcg simulate --temperatures ...`: parallel tempering, one sub-folder per temperature."""
+    import json
+    from pathlib import Path
+
+    import jax
+    import numpy as np
+    from tqdm import tqdm
+
+    from jaxcg import simulate
+    from jaxcg._files import (
+        check_writable_folder,
+        reading,
+        refuse_changed_settings,
+        refuse_existing,
+    )
+    from jaxcg._plausibility import check_temperature
+
+    out = Path(args.out)
+    checkpoint, settings_path = out / "state.npz", out / "settings.json"
+    settings = {key: getattr(args, key) for key in _SIMULATE_RESUME_KEYS}
+    temperatures = list(args.temperatures)
+    folders = [out / _tempering_folder(t) for t in temperatures]
+    chunk = args.chunk if args.exchange_every is None else args.exchange_every
+    try:
+        for t in temperatures:
+            check_temperature(t, "--temperatures")
+        if chunk < 1 or chunk % args.save_every:
+            raise ValueError(f"--exchange-every ({chunk}) must be a positive multiple of --save-every "
+                             f"({args.save_every})")
+        check_writable_folder(out)
+        if args.resume:
+            if not checkpoint.exists():
+                raise ValueError(f"--resume: {str(checkpoint)!r} does not exist; run without --resume first")
+            if settings_path.exists():
+                with reading(settings_path, "simulation settings"):
+                    stored = json.loads(settings_path.read_text())
+                refuse_changed_settings(out, stored, settings, _SIMULATE_RESUME_KEYS)
+        else:
+            refuse_existing([checkpoint, out / "log.csv", *(f / "trajectory.dcd" for f in folders)],
+                            "simulation output(s)", args.overwrite)
+        energy = _simulate_load_energy(args.energy, args.filter_table)
+        positions, topology, masses = _simulate_start(args)
+        _check_energy_beads(energy, positions, args)
+        build = simulate.langevin if args.integrator == "langevin" else simulate.brownian
+        sim = build(energy, masses, temperatures[0], args.dt, args.friction, chunk, args.save_every,
+                    force_bound=args.force_bound)
+        ladder = simulate.replica_exchange(sim, temperatures, args.replicas)
+        if args.resume:
+            state, frames = simulate.resume_tempering(ladder, checkpoint)
+    except (ValueError, OSError, ImportError, AttributeError, TypeError) as err:
+        print(f"jaxcg simulate: error: {err}", file=sys.stderr)
+        return 2
+    out.mkdir(parents=True, exist_ok=True)
+    if args.resume:
+        simulate.trim_log(out / "log.csv", int(state.sim.step))
+    else:
+        for name in ("log.csv", "report.json", "state.npz"):
+            (out / name).unlink(missing_ok=True)
+        for folder in folders:
+            (folder / "report.json").unlink(missing_ok=True)
+        settings_path.write_text(json.dumps(settings, indent=1))
+        key_start, key_sim = jax.random.split(jax.random.key(args.seed))
+        start = simulate.initial_positions(positions, args.replicas, key_start)
+        state, frames = ladder.init(key_sim, start), None
+    remaining = max(0, args.steps - int(state.sim.step))
+    writers = []
+    try:
+        for folder in folders:
+            writers.append(simulate.TrajectoryWriter(folder, topology, args.replicas, reference_positions=positions[0],
+                                                     resume_frames=frames, overwrite=True))
+        with tqdm(total=remaining, unit="step", desc=f"tempering {len(temperatures)}x{args.replicas}") as bar:
+
+            def progress(done: int, info: dict) -> None:
+                rates = [v for k, v in info.items() if k.startswith("acceptance_")]
+                bar.set_postfix(alive=info["alive"], acceptance=" ".join(f"{r:.2f}" for r in rates), refresh=False)
+                bar.update(min(done, remaining) - bar.n)
+
+            state = simulate.run_tempering(ladder, state, remaining, writers=writers, log_path=out / "log.csv",
+                                           checkpoint_path=checkpoint, callback=progress)
+    finally:
+        for writer in writers:
+            writer.close()
+    stopped_at = np.asarray(state.sim.stopped_at).reshape(len(temperatures), args.replicas)
+    for t, folder, stops in zip(temperatures, folders, stopped_at, strict=True):
+        report = simulate.RunReport(int(state.sim.step), [simulate.StoppedReplica(int(m), int(stops[m]))
+                                                          for m in np.flatnonzero(stops >= 0)], 0, 0.0)
+        simulate.save_report(folder / "report.json", report, args.save_every,
+                             extra={"dt_ps": args.dt, "save_every": args.save_every, "temperature_K": t})
+    simulate.save_tempering_report(out / "report.json", ladder, state,
+                                   extra={"dt_ps": args.dt, "save_every": args.save_every, "exchange_every": chunk})
+    rates = ", ".join(f"{a:g}-{b:g} K: {r:.2f}" for a, b, r in
+                      zip(temperatures, temperatures[1:], ladder.acceptance(state), strict=False))
+    n_stopped = int((stopped_at >= 0).sum())
+    if not bool(np.asarray(state.sim.alive).any()):
+        print(f"jaxcg simulate: error: all {n_stopped} replicas stopped (NaN/inf or a force above --force-bound "
+              f"{args.force_bound} kJ/mol/nm); the run ended early at step {int(state.sim.step)} of {args.steps}",
+              file=sys.stderr)
+        return 3
+    print(f"wrote {out} ({int(state.sim.step)} steps, {len(temperatures)} temperatures x {args.replicas} replicas, "
+          f"{n_stopped} stopped; exchange acceptance {rates})")
+    return 0
+
+
+def _add_export_parser(subparsers: argparse._SubParsersAction) -> None:
+    """`jaxcg export MODEL_DIR --out FILE`: the trained potential as a jax.export artefact."""
+    parser = subparsers.add_parser(
+        "export",
+        help="write a trained model's potential as a jax.export artefact (loadable with plain JAX)",
+        description="Write energy_and_forces(positions (batch, N, 3) nm) -> (energy (batch,) kJ/mol, forces "
+        "(batch, N, 3) kJ/mol/nm) of the model in MODEL_DIR (a `jaxcg train` folder) to FILE, a serialized "
+        "jax.export.Exported with a symbolic batch size, and its metadata (units, bead types, n_beads, "
+        "temperature, shapes) to FILE.json. Load with jax.export.deserialize; `jaxcg simulate --energy FILE` "
+        "simulates it.",
+    )
+    parser.add_argument("model_dir", metavar="MODEL_DIR", help="folder written by `jaxcg train`")
+    parser.add_argument("--out", required=True, metavar="FILE", help="artefact to write, e.g. model.jaxexport")
+    parser.add_argument("--platforms", nargs="+", default=["cpu", "cuda"],
+                        help="platforms to lower for (default: cpu cuda)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing FILE")
+    parser.set_defaults(func=_export_run)
+
+
+def _export_run(args: argparse.Namespace) -> int:
+    from jaxcg.export import export_potential, metadata_path
+
+    try:
+        metadata = export_potential(args.model_dir, args.out, platforms=args.platforms, overwrite=args.overwrite)
+    except (ValueError, OSError, KeyError) as err:
+        print(f"jaxcg export: error: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.out} ({metadata['n_beads']} beads, platforms {' '.join(metadata['platforms'])}) and "
+          f"{metadata_path(args.out)}")
     return 0
 
 
@@ -810,6 +974,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_simulate_parser(subparsers)
     _add_analyze_parser(subparsers)
     _add_evaluate_parser(subparsers)
+    _add_export_parser(subparsers)
     for name in _RECORDED:
         subparsers.choices[name].add_argument(
             "--config", default=None, metavar="FILE.toml",

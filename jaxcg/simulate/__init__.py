@@ -13,6 +13,11 @@ and redoes the chunk, so forces are never computed from a truncated list.
 CG topology as PDB), a CSV log per chunk and an npz checkpoint after each chunk from which
 ``resume_state`` continues bit for bit.
 
+Parallel tempering (``replica_exchange``): K temperatures x M copies in one compiled chunk (one kT
+per replica), Metropolis exchanges of configurations between neighbouring temperatures after each
+chunk, acceptance per pair in ``TemperingState``; ``run_tempering`` writes one trajectory per
+temperature and checkpoints that ``resume_tempering`` continues bit for bit.
+
 Units: positions nm, time ps, energies kJ/mol, masses amu (g/mol), friction 1/ps, temperature K;
 with these, momenta are amu nm/ps and kinetic energies kJ/mol.
 
@@ -63,14 +68,25 @@ from jaxcg.simulate._run import (
     stopped_replicas,
     trim_log,
 )
+from jaxcg.simulate._tempering import (
+    ReplicaExchange,
+    TemperingState,
+    replica_exchange,
+    resume_tempering,
+    run_tempering,
+    save_tempering_checkpoint,
+    save_tempering_report,
+)
 
 __all__ = [
     "CHECKPOINT_VERSION",
     "ChunkRecord",
+    "ReplicaExchange",
     "RunReport",
     "SimulationState",
     "Simulator",
     "StoppedReplica",
+    "TemperingState",
     "TrajectoryWriter",
     "brownian",
     "initial_positions",
@@ -78,10 +94,15 @@ __all__ = [
     "load_replicas",
     "neighbor_list",
     "nve",
+    "replica_exchange",
     "resume_state",
+    "resume_tempering",
     "run",
+    "run_tempering",
     "save_checkpoint",
     "save_report",
+    "save_tempering_checkpoint",
+    "save_tempering_report",
     "stopped_replicas",
     "trim_log",
 ]

@@ -9,7 +9,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, PartitionSpec
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 # jax-md is not clean under strict dtype promotion (it mixes int32 and float32): import and trace
 # its code under standard promotion whatever the caller's setting.
@@ -80,7 +80,8 @@ class Simulator(NamedTuple):
 
     Call-time arguments, jax-md's convention: every keyword given to ``init``, ``run_chunk`` or
     ``set_neighbors`` other than ``kT`` is passed on to ``energy_fn`` (e.g. ``params=``, a PyTree
-    of model parameters), and ``kT`` (kJ/mol) replaces the builder's temperature for that call
+    of model parameters), and ``kT`` (kJ/mol; a scalar, or an (R,) array with one value per
+    replica as replica exchange uses) replaces the builder's temperature for that call
     (Langevin and Brownian; for NVE only in ``init``, where it draws the momenta). They are
     arguments of the jitted chunk, not constants in it: one compiled chunk serves every value of
     the same structure, shapes and dtypes (a new parameter set or temperature does not recompile).
@@ -341,6 +342,28 @@ def _call_kwargs(kwargs: dict[str, Any], thermostat: bool, where: str) -> tuple[
     return energy_kwargs, {"kT": jnp.asarray(kT, dtype=jnp.float32)}
 
 
+def _per_replica(integrator_kwargs: dict, n_replicas: int, where: str) -> dict:
+    """``integrator_kwargs`` with kT broadcast to one value per replica, (R,) kJ/mol: a scalar
+    gives every replica that temperature, an (R,) array one each (replica exchange)."""
+    if "kT" not in integrator_kwargs:
+        return integrator_kwargs
+    kT = integrator_kwargs["kT"]
+    if kT.shape not in ((), (n_replicas,)):
+        raise ValueError(
+            f"{where}: kT must be a scalar or one value per replica, shape ({n_replicas},), got "
+            f"shape {kT.shape}"
+        )
+    return {**integrator_kwargs, "kT": jnp.broadcast_to(kT, (n_replicas,))}
+
+
+def _state_shardings(sim: SimulationState, sharding: SimulationState) -> SimulationState:
+    """A sharding for every leaf of ``sim``: its field's sharding in ``sharding``."""
+    return SimulationState(*(
+        None if field is None else jax.tree.map(lambda _, s=s: s, field)
+        for field, s in zip(sim, sharding, strict=True)
+    ))
+
+
 def _make_simulator(
     energy_fn, init_fn, step_fn, masses, steps_per_chunk, save_every, dt, neighbor_fn,
     force_bound, has_momentum, thermostat, replica_block="auto", replica_devices="auto",
@@ -373,14 +396,15 @@ def _make_simulator(
             )
         if use_nbrs:
             neighbor = allocate(positions) if neighbor is None else _fitted(neighbor, positions)
+        integrator_kwargs = _per_replica(integrator_kwargs, positions.shape[0], "init")
         return init_all(key, positions, neighbor, energy_kwargs, integrator_kwargs)
 
     @jax.jit
     def init_all(key: Array, positions: Array, neighbor: Any, energy_kwargs: dict, integrator_kwargs: dict) -> SimulationState:
         keys = jax.random.split(key, positions.shape[0])
         states = jax.vmap(
-            lambda k, r, nb: init_fn(k, r, mass=masses, **kwargs_of(nb, energy_kwargs), **integrator_kwargs)
-        )(keys, positions, neighbor)
+            lambda k, r, nb, ikw: init_fn(k, r, mass=masses, **kwargs_of(nb, energy_kwargs), **ikw)
+        )(keys, positions, neighbor, integrator_kwargs)
         ok = jax.vmap(lambda s, nb: healthy(s, nb, True, energy_kwargs))(states, neighbor)
         return SimulationState(
             states, neighbor, ok, jnp.where(ok, -1, 0).astype(jnp.int32), jnp.zeros((), jnp.int32)
@@ -430,9 +454,10 @@ def _make_simulator(
     def one_step(carry, check_force, block, energy_kwargs, integrator_kwargs):
         sim, overflow = carry
         def step_one(replica):
-            return replica_step(*replica, check_force, energy_kwargs, integrator_kwargs)
+            state, nbrs, ikw = replica
+            return replica_step(state, nbrs, check_force, energy_kwargs, ikw)
 
-        replicas = (sim.integrator, sim.neighbor)
+        replicas = (sim.integrator, sim.neighbor, integrator_kwargs)  # kT: one per replica
         if block is None or sim.alive.shape[0] <= block:
             new, nbrs, ok, over = jax.vmap(step_one)(replicas)
         else:
@@ -488,6 +513,7 @@ def _make_simulator(
 
     def run_chunk(sim: SimulationState, **kwargs: Any) -> tuple[SimulationState, ChunkRecord]:
         energy_kwargs, integrator_kwargs = _call_kwargs(kwargs, thermostat, "run_chunk")
+        integrator_kwargs = _per_replica(integrator_kwargs, sim.alive.shape[0], "run_chunk")
         devices = _replica_devices(replica_devices, sim.alive.shape[0])
         if devices is None:
             return chunk_on_one_device(sim, energy_kwargs, integrator_kwargs)
@@ -498,13 +524,23 @@ def _make_simulator(
             each, along = PartitionSpec("replica"), PartitionSpec(None, "replica")
             state_spec = SimulationState(each, each if use_nbrs else None, each, each, PartitionSpec())
             record_spec = ChunkRecord(along, along, along, each)
-            replicated = PartitionSpec()  # parameters and kT: the same on every device
-            chunk_on_devices[key] = jax.jit(
+            replicated = PartitionSpec()  # parameters: the same on every device; kT: per replica
+            split_chunk = jax.jit(
                 jax.shard_map(functools.partial(chunk, split=True), mesh=mesh,
-                              in_specs=(state_spec, replicated, replicated),
+                              in_specs=(state_spec, replicated, each),
                               out_specs=(state_spec, record_spec))
             )
-        return chunk_on_devices[key](sim, energy_kwargs, integrator_kwargs)
+            state_sharding = jax.tree.map(
+                lambda spec: NamedSharding(mesh, spec), state_spec,
+                is_leaf=lambda x: isinstance(x, PartitionSpec),
+            )
+            chunk_on_devices[key] = (split_chunk, state_sharding, NamedSharding(mesh, each))
+        split_chunk, state_sharding, per_replica = chunk_on_devices[key]
+        # a state committed to one device (e.g. computed by a jax.export artefact, whose outputs
+        # are committed) is moved onto the mesh; a state already there is not copied
+        sim = jax.device_put(sim, _state_shardings(sim, state_sharding))
+        integrator_kwargs = jax.device_put(integrator_kwargs, per_replica)
+        return split_chunk(sim, energy_kwargs, integrator_kwargs)
 
     update_all = jax.jit(jax.vmap(lambda r, nb: neighbor_fn.update(r, nb), in_axes=(0, None)))
 

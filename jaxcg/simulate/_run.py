@@ -158,9 +158,11 @@ def _append_log(path: Path, info: dict[str, float]) -> None:
 
 
 def save_checkpoint(
-    path: str | os.PathLike, state: SimulationState, frames_written: int = 0
+    path: str | os.PathLike, state: SimulationState, frames_written: int = 0,
+    extra: dict[str, np.ndarray] | None = None,
 ) -> Path:
-    """Write ``state`` (integrator arrays incl. RNG keys, neighbour list, step) to an npz file.
+    """Write ``state`` (integrator arrays incl. RNG keys, neighbour list, step) to an npz file,
+    with the arrays of ``extra`` under their names (not starting with ``leaf_``).
 
     Written to a temporary file first and renamed, so a crash never leaves half a checkpoint.
     """
@@ -169,8 +171,12 @@ def save_checkpoint(
     arrays = {f"leaf_{i:03d}": np.asarray(_key_data(leaf)) for i, leaf in enumerate(leaves)}
     occupancy = -1 if state.neighbor is None else state.neighbor.max_occupancy
     tmp = path.with_name(path.name + ".tmp.npz")
+    extra = dict(extra or {})
+    clash = sorted(set(extra) & {*arrays, "version", "frames_written", "max_occupancy", "n_leaves"})
+    if clash:
+        raise ValueError(f"extra must not use the checkpoint's own names, got {clash}")
     np.savez(
-        tmp, **arrays, version=CHECKPOINT_VERSION, frames_written=frames_written,
+        tmp, **arrays, **extra, version=CHECKPOINT_VERSION, frames_written=frames_written,
         max_occupancy=occupancy, n_leaves=len(leaves),
     )
     os.replace(tmp, path)
