@@ -41,9 +41,11 @@ An energy with its parameters bound (``functools.partial(model.energy, params)``
 ``energy(x (N, 3)) -> kJ/mol``) works too, with no call-time keywords, at one compilation per
 parameter set.
 
-With a neighbour list (large systems), pass ``neighbor_fn`` (e.g. from ``neighbor_list`` or
-``SchNet.neighbor_list``) and an energy that takes it:
+With a neighbour list (large systems), pass ``neighbor_fn`` and an energy that takes it. For a
+SchNet use the model's own ``OrderedSparse`` list (``displacement, neighbor_fn =
+model.neighbor_list()``; ``SchNet.energy_neighbors`` refuses any other format):
 ``energy = lambda x, neighbor, params: model.energy_neighbors(params, x, neighbor, displacement)``.
+``simulate.neighbor_list`` gives a ``Dense`` list, for energies written against that format.
 """
 
 from jaxcg.simulate._files import TrajectoryWriter, load_replicas
