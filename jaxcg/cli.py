@@ -448,6 +448,44 @@ def _check_energy_beads(energy, positions, args: argparse.Namespace) -> None:
                          f"{positions.shape[1:]}: {err}") from err
 
 
+def _simulate_outputs_check(args, out, checkpoint, settings_path, settings: dict, outputs: list) -> None:
+    """Refuse an unwritable --out, a finished run's ``outputs`` without --overwrite, and a --resume
+    without a checkpoint or with changed settings (every differing key named)."""
+    import json
+
+    from jaxcg._files import (
+        check_writable_folder,
+        reading,
+        refuse_changed_settings,
+        refuse_existing,
+    )
+
+    check_writable_folder(out)
+    if args.resume:
+        if not checkpoint.exists():
+            raise ValueError(f"--resume: {str(checkpoint)!r} does not exist; run without --resume first")
+        if settings_path.exists():
+            with reading(settings_path, "simulation settings"):
+                stored = json.loads(settings_path.read_text())
+            refuse_changed_settings(out, stored, settings, _SIMULATE_RESUME_KEYS)
+    else:
+        refuse_existing(outputs, "simulation output(s)", args.overwrite)
+
+
+def _simulate_build(args, temperature: float, steps_per_chunk: int):
+    """(simulator, start positions (T, N, 3) nm, topology) from --energy, --start and the
+    integrator options; temperature in K."""
+    from jaxcg import simulate
+
+    energy = _simulate_load_energy(args.energy, args.filter_table)
+    positions, topology, masses = _simulate_start(args)
+    _check_energy_beads(energy, positions, args)
+    build = simulate.langevin if args.integrator == "langevin" else simulate.brownian
+    sim = build(energy, masses, temperature, args.dt, args.friction, steps_per_chunk, args.save_every,
+                force_bound=args.force_bound)
+    return sim, positions, topology
+
+
 def _simulate_run(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
@@ -456,12 +494,6 @@ def _simulate_run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from jaxcg import simulate
-    from jaxcg._files import (
-        check_writable_folder,
-        reading,
-        refuse_changed_settings,
-        refuse_existing,
-    )
     from jaxcg._plausibility import check_temperature
 
     out = Path(args.out)
@@ -474,23 +506,9 @@ def _simulate_run(args: argparse.Namespace) -> int:
         return _simulate_tempering(args)
     try:
         check_temperature(args.temperature, "--temperature")
-        check_writable_folder(out)
-        if args.resume:
-            if not checkpoint.exists():
-                raise ValueError(f"--resume: {str(checkpoint)!r} does not exist; run without --resume first")
-            if settings_path.exists():
-                with reading(settings_path, "simulation settings"):
-                    stored = json.loads(settings_path.read_text())
-                refuse_changed_settings(out, stored, settings, _SIMULATE_RESUME_KEYS)
-        else:
-            refuse_existing([out / n for n in ("trajectory.dcd", "state.npz", "log.csv")],
-                            "simulation output(s)", args.overwrite)
-        energy = _simulate_load_energy(args.energy, args.filter_table)
-        positions, topology, masses = _simulate_start(args)
-        _check_energy_beads(energy, positions, args)
-        build = simulate.langevin if args.integrator == "langevin" else simulate.brownian
-        sim = build(energy, masses, args.temperature, args.dt, args.friction, args.chunk,
-                    args.save_every, force_bound=args.force_bound)
+        _simulate_outputs_check(args, out, checkpoint, settings_path, settings,
+                                [out / n for n in ("trajectory.dcd", "state.npz", "log.csv")])
+        sim, positions, topology = _simulate_build(args, args.temperature, args.chunk)
         if args.resume:
             state, frames = simulate.resume_state(sim, checkpoint)
             if state.alive.shape[0] != args.replicas:
@@ -549,12 +567,6 @@ def _simulate_tempering(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from jaxcg import simulate
-    from jaxcg._files import (
-        check_writable_folder,
-        reading,
-        refuse_changed_settings,
-        refuse_existing,
-    )
     from jaxcg._plausibility import check_temperature
 
     out = Path(args.out)
@@ -569,23 +581,9 @@ def _simulate_tempering(args: argparse.Namespace) -> int:
         if chunk < 1 or chunk % args.save_every:
             raise ValueError(f"--exchange-every ({chunk}) must be a positive multiple of --save-every "
                              f"({args.save_every})")
-        check_writable_folder(out)
-        if args.resume:
-            if not checkpoint.exists():
-                raise ValueError(f"--resume: {str(checkpoint)!r} does not exist; run without --resume first")
-            if settings_path.exists():
-                with reading(settings_path, "simulation settings"):
-                    stored = json.loads(settings_path.read_text())
-                refuse_changed_settings(out, stored, settings, _SIMULATE_RESUME_KEYS)
-        else:
-            refuse_existing([checkpoint, out / "log.csv", *(f / "trajectory.dcd" for f in folders)],
-                            "simulation output(s)", args.overwrite)
-        energy = _simulate_load_energy(args.energy, args.filter_table)
-        positions, topology, masses = _simulate_start(args)
-        _check_energy_beads(energy, positions, args)
-        build = simulate.langevin if args.integrator == "langevin" else simulate.brownian
-        sim = build(energy, masses, temperatures[0], args.dt, args.friction, chunk, args.save_every,
-                    force_bound=args.force_bound)
+        _simulate_outputs_check(args, out, checkpoint, settings_path, settings,
+                                [checkpoint, out / "log.csv", *(f / "trajectory.dcd" for f in folders)])
+        sim, positions, topology = _simulate_build(args, temperatures[0], chunk)
         ladder = simulate.replica_exchange(sim, temperatures, args.replicas)
         if args.resume:
             state, frames = simulate.resume_tempering(ladder, checkpoint)
