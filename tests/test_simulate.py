@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import mdtraj as md
 import numpy as np
 import pytest
+from _double_well import DoubleWell
 
 from jaxcg import simulate
 from jaxcg.analysis import kl_divergence
@@ -27,22 +28,9 @@ EDGES = np.linspace(-0.18, 0.18, 37)
 KL_BOUND = 3.0e-3
 
 
-def _well(x):
-    return WELL_HEIGHT * ((x / WELL_POS) ** 2 - 1.0) ** 2 + TILT * x
-
-
-def double_well_energy(r):
-    """(N, 3) nm -> kJ/mol."""
-    return jnp.sum(_well(r[:, 0])) + 0.5 * K_YZ * jnp.sum(r[:, 1:] ** 2)
-
-
-def exact_bin_probabilities(kT: float) -> np.ndarray:
-    """Boltzmann probabilities of the x histogram bins, by quadrature in float64."""
-    x = np.linspace(-0.3, 0.3, 60001)
-    weight = np.exp(-_well(x) / kT)
-    cumulative = np.concatenate([[0.0], np.cumsum(weight)])
-    index = np.searchsorted(x, EDGES)
-    return (cumulative[index[1:]] - cumulative[index[:-1]]) / weight.sum()
+WELL = DoubleWell(WELL_HEIGHT, WELL_POS, TILT, K_YZ, EDGES)
+double_well_energy = WELL.energy
+exact_bin_probabilities = WELL.exact_bin_probabilities
 
 
 def two_well_start(n_replicas: int, n_beads: int) -> jnp.ndarray:
