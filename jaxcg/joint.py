@@ -55,7 +55,8 @@ def joint_residual(
     """Mean over frames and beads of ‖G(θ) F − F_U(M r)‖², (kJ/mol/nm)².
 
     Args:
-      positions, forces: all-atom (B, n, 3) in nm and kJ/mol/nm.
+      positions: all-atom (B, n, 3), nm.
+      forces: all-atom (B, n, 3), kJ/mol/nm.
     """
     g = force_matrix(parametrization, params.theta)
     return jnp.mean(_frame_residuals(energy, parametrization.config, g, params.model, positions, forces))
@@ -90,9 +91,10 @@ def fit_joint(
       parametrization: valid-map parametrisation (θ = 0 is its base map).
       data: all-atom training frames.
       key: jax.random key of the shuffling (the run is deterministic given it).
-      steps, batch_size: optimisation steps and frames per step.
-      learning_rate, map_learning_rate: Adam learning rates (cosine-decayed) of the potential and
-        of θ.
+      steps: optimisation steps.
+      batch_size: frames per step.
+      learning_rate: Adam learning rate (cosine-decayed) of the potential.
+      map_learning_rate: Adam learning rate (cosine-decayed) of θ.
       train_map: False freezes θ (plain force matching with the parametrisation's map).
       theta0: starting θ (default zeros).
       callback: callback(step, loss) every 100 steps.

@@ -84,8 +84,8 @@ def train_cg_model(
     seed: int = 0,
     out_dir: str | Path | None = None,
     resume: bool = False,
-    progress=None,
-    devices=None,
+    progress: Callable | None = None,
+    devices: list | str | None = None,
     overwrite: bool = False,
 ) -> TrainedModel:
     """Fit the prior to ``cg`` (Boltzmann inversion), then the SchNet to the delta forces.

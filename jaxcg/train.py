@@ -73,13 +73,19 @@ class TrainConfig:
     """Hyperparameters of ``fit``.
 
     Attributes:
-      epochs: maximum number of epochs. batch_size: frames per step (a multiple of the devices).
-      learning_rate: peak Adam learning rate. schedule: "constant" or "cosine" (decay to
-      ``final_lr_fraction`` of the peak over all steps, after ``warmup_steps`` of linear warm-up).
-      clip_norm: global gradient-norm clip, or None. val_fraction: share of trajectory blocks held
-      out. n_blocks: contiguous blocks the frames are cut into for the split. patience: stop after
-      this many epochs without validation improvement (None: never). min_delta: improvement that
-      counts. seed: PRNG seed of shuffling and of the split.
+      epochs: maximum number of epochs.
+      batch_size: frames per step (a multiple of the devices).
+      learning_rate: peak Adam learning rate.
+      schedule: "constant" or "cosine" (decay to ``final_lr_fraction`` of the peak over all
+        steps, after ``warmup_steps`` of linear warm-up).
+      warmup_steps: steps of linear warm-up.
+      final_lr_fraction: the cosine schedule's final learning rate, as a fraction of the peak.
+      clip_norm: global gradient-norm clip, or None.
+      val_fraction: share of trajectory blocks held out.
+      n_blocks: contiguous blocks the frames are cut into for the split.
+      patience: stop after this many epochs without validation improvement (None: never).
+      min_delta: improvement that counts.
+      seed: PRNG seed of shuffling and of the split.
     """
 
     epochs: int = 100

@@ -183,7 +183,8 @@ def fit_configurational_map(
       key: jax.random key (initialisation and minibatches).
       params: starting MLP weights (default ``init_configurational_map``).
       optimizer: default Adam, learning rate 1e-3 cosine-decayed.
-      steps, batch_size: optimisation steps and frames per step.
+      steps: optimisation steps.
+      batch_size: frames per step.
       l2: weight of the penalty l2 · E‖G(r) − G0‖² (squared departure of the coefficients from
         the base map, summed over beads and atoms), (kJ/mol/nm)².
       callback: callback(step, loss) every 100 steps.
