@@ -95,8 +95,8 @@ class Potential:
             self.learning_rate = args.rbf_lr
         else:
             self.prior = fit_prior(train_cg)
-            self.net = SchNet(np.arange(train_cg.n_beads), n_features=args.features, n_interactions=args.blocks,
-                              n_rbf=16, cutoff=1.2)
+            self.net = SchNet(np.arange(train_cg.n_beads), features=args.features, blocks=args.blocks,
+                              rbf=16, cutoff=1.2)
             self.learning_rate = args.lr
         self.init_params = self.net.init(jax.random.key(args.seed), jax.numpy.asarray(x0))
         self._prior_part: tuple | None = None  # ((id, shape) of positions, delta of zero forces)

@@ -69,7 +69,7 @@ def cln025_model(seed: int = 0, filter_table: int | None = None):
     types = np.array([vocabulary.index(n) for n in names], np.int32)
     bonds = np.stack([np.arange(9), np.arange(1, 10)], 1)
     r0 = np.linalg.norm(x0[1:] - x0[:-1], axis=1).astype(np.float32)
-    model = SchNet(types, n_features=128, n_interactions=2, n_rbf=32, cutoff=1.2, bonds=bonds,
+    model = SchNet(types, features=128, blocks=2, rbf=32, cutoff=1.2, bonds=bonds,
                    filter_table=filter_table)
     params = model.init(jax.random.key(seed), jnp.asarray(x0))
     # small output weights: an untrained net of this size otherwise dominates the bonds
@@ -197,7 +197,7 @@ def torch_schnet(params, setup):
         env = 0.5 * (torch.cos(torch.pi * torch.clamp(r, max=cutoff) / cutoff) + 1.0)
         env = env * (r < cutoff)
         h = t["embedding/embedding"][types].expand(x.shape[0], -1, -1)
-        for b in range(model.n_interactions):
+        for b in range(model.blocks):
             name = f"interaction_{b}"
             hidden = ssp(linear(rbf, f"{name}/filter_in"))
             w = linear(hidden, f"{name}/filter_out") * env[..., None]

@@ -99,10 +99,10 @@ def bench_jaxcg(xs, fs, n_devices=1, compact=True, filter_table=None):
     from jaxcg.train import Batch, TrainState, _init_optimizer, make_train_step
 
     types = np.arange(10) % 10
-    model = SchNet(types, n_features=N_FEATURES, n_interactions=N_BLOCKS, n_rbf=N_RBF, cutoff=CUTOFF)
+    model = SchNet(types, features=N_FEATURES, blocks=N_BLOCKS, rbf=N_RBF, cutoff=CUTOFF)
     if compact:
         max_pairs = int(model.pair_counts(xs.reshape(-1, *xs.shape[2:])).max())
-        model = SchNet(types, n_features=N_FEATURES, n_interactions=N_BLOCKS, n_rbf=N_RBF, cutoff=CUTOFF,
+        model = SchNet(types, features=N_FEATURES, blocks=N_BLOCKS, rbf=N_RBF, cutoff=CUTOFF,
                        max_pairs=max_pairs, filter_table=filter_table)
     params = model.init(jax.random.key(0), jnp.asarray(xs[0, 0]))
     optimizer = optax.adam(1e-4)
@@ -134,7 +134,7 @@ def table_accuracy(model, params, x):
 
     from jaxcg.models import SchNet, batched_energy_and_forces
 
-    exact = SchNet(model.bead_types, n_features=N_FEATURES, n_interactions=N_BLOCKS, n_rbf=N_RBF, cutoff=CUTOFF)
+    exact = SchNet(model.bead_types, features=N_FEATURES, blocks=N_BLOCKS, rbf=N_RBF, cutoff=CUTOFF)
     x = jnp.asarray(x)
     target = jnp.zeros_like(x)
 

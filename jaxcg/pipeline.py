@@ -105,7 +105,7 @@ def train_cg_model(
     """
     start = time.perf_counter()
     prior = fit_prior(cg, n_harmonics=spec.n_harmonics) if spec.prior else None
-    net = SchNet(cg.bead_types, n_features=spec.features, n_interactions=spec.blocks, n_rbf=spec.rbf,
+    net = SchNet(cg.bead_types, features=spec.features, blocks=spec.blocks, rbf=spec.rbf,
                  cutoff=spec.cutoff, bonds=np.asarray(cg.bonds).reshape(-1, 2),
                  exclusion_hops=spec.exclusion_hops)
     x = np.asarray(cg.positions, np.float32)

@@ -51,8 +51,8 @@ def build_model(spec: dict[str, Any], filter_table: int | None = None) -> tuple[
     version = spec.get("format_version", 1)
     if version != MODEL_FORMAT_VERSION:
         raise ValueError(f"model format_version {version} is not supported (this jaxcg reads {MODEL_FORMAT_VERSION})")
-    net = SchNet(np.asarray(spec["bead_types"]), n_features=spec["features"],
-                 n_interactions=spec["blocks"], n_rbf=spec["rbf"], cutoff=spec["cutoff"],
+    net = SchNet(np.asarray(spec["bead_types"]), features=spec["features"],
+                 blocks=spec["blocks"], rbf=spec["rbf"], cutoff=spec["cutoff"],
                  bonds=np.asarray(spec["bonds"]).reshape(-1, 2), exclusion_hops=spec["exclusion_hops"],
                  filter_table=filter_table)
     if spec["prior"] is None:

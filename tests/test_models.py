@@ -41,13 +41,13 @@ def _fd_check(energy, x, seed=0):
 
 @pytest.fixture(scope="module")
 def small_schnet():
-    model = SchNet(TYPES, n_features=16, n_interactions=2, n_rbf=12, cutoff=1.2)
+    model = SchNet(TYPES, features=16, blocks=2, rbf=12, cutoff=1.2)
     return model, model.init(jax.random.key(0), jnp.asarray(_positions()))
 
 
 def test_schnet_defaults_and_param_shapes():
     model = SchNet(TYPES)
-    assert (model.n_features, model.n_interactions, model.n_rbf, model.cutoff) == (128, 2, 32, 1.2)
+    assert (model.features, model.blocks, model.rbf, model.cutoff) == (128, 2, 32, 1.2)
     params = model.init(jax.random.key(0), jnp.asarray(_positions()))
     assert params["interaction_1"]["filter_in"]["kernel"].shape == (32, 128)
     assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(params))
@@ -70,14 +70,14 @@ def test_schnet_invariant_to_rotation_translation_and_permutation(small_schnet):
 
 def test_schnet_forces_match_finite_differences_float64():
     with jax.enable_x64(True):
-        model = SchNet(TYPES, n_features=8, n_rbf=8, cutoff=1.2, dtype=jnp.float64, bonds=BONDS, exclusion_hops=1)
+        model = SchNet(TYPES, features=8, rbf=8, cutoff=1.2, dtype=jnp.float64, bonds=BONDS, exclusion_hops=1)
         x = jnp.asarray(_positions(3), jnp.float64)
         params = model.init(jax.random.key(1), x)
         _fd_check(lambda y: model.energy(params, y), x)
 
 
 def test_schnet_cutoff_is_smooth():
-    model = SchNet(np.array([0, 0]), n_features=8, n_rbf=8, cutoff=1.0)
+    model = SchNet(np.array([0, 0]), features=8, rbf=8, cutoff=1.0)
     params = model.init(jax.random.key(0), jnp.zeros((2, 3)))
     x = lambda r: jnp.array([[0.0, 0.0, 0.0], [r, 0.0, 0.0]], jnp.float32)  # noqa: E731
     forces = jax.jit(force_fn(model.energy))
@@ -88,7 +88,7 @@ def test_schnet_cutoff_is_smooth():
 
 
 def test_neighbor_list_path_matches_dense(small_schnet):
-    model = SchNet(TYPES, n_features=16, n_rbf=12, cutoff=0.6, bonds=BONDS, exclusion_hops=1)
+    model = SchNet(TYPES, features=16, rbf=12, cutoff=0.6, bonds=BONDS, exclusion_hops=1)
     params = model.init(jax.random.key(0), jnp.asarray(_positions()))
     x = jnp.asarray(_positions(4))
     displacement, neighbor_fn = model.neighbor_list(dr_threshold=0.0)
@@ -107,7 +107,7 @@ def test_energy_neighbors_refuses_a_dense_list():
     read as pairs it gave a wrong energy silently; it must be refused, by name."""
     from jaxcg.simulate import neighbor_list
 
-    model = SchNet(TYPES, n_features=8, n_rbf=8, cutoff=0.6)
+    model = SchNet(TYPES, features=8, rbf=8, cutoff=0.6)
     params = model.init(jax.random.key(0), jnp.asarray(_positions()))
     x = jnp.asarray(_positions(4))
     displacement, _, dense_fn = neighbor_list(cutoff=0.6)
@@ -127,7 +127,7 @@ def test_energy_neighbors_refuses_a_dense_list():
 
 
 def test_neighbor_list_overflow_is_carried_as_data():
-    model = SchNet(np.zeros(8, np.int32), n_features=8, n_rbf=8, cutoff=1.0)
+    model = SchNet(np.zeros(8, np.int32), features=8, rbf=8, cutoff=1.0)
     _, neighbor_fn = model.neighbor_list(dr_threshold=0.0, capacity_multiplier=1.0)
     spread = jnp.asarray(np.arange(8)[:, None] * np.array([[2.0, 0.0, 0.0]]), jnp.float32)
     with jax.numpy_dtype_promotion("standard"):
@@ -157,7 +157,7 @@ def test_prior_plus_net_is_the_sum_and_forces_agree():
             repulsion_sigma=np.full(len(terms.pairs), 0.4), repulsion_k=np.asarray(5000.0),
         ),
     )
-    net = SchNet(TYPES, n_features=8, n_rbf=8)
+    net = SchNet(TYPES, features=8, rbf=8)
     model = PriorPlusNet(prior, net)
     x = jnp.asarray(_positions(6))
     params = model.init(jax.random.key(0), x)
@@ -182,11 +182,11 @@ def test_schnet_rejects_bad_types():
 
 def test_compacted_pairs_match_all_pairs_and_overflow_is_a_flag():
     x = _positions(7) * 2.0  # spread out: some pairs beyond the cutoff
-    full = SchNet(TYPES, n_features=8, n_rbf=8, cutoff=0.8)
+    full = SchNet(TYPES, features=8, rbf=8, cutoff=0.8)
     count = int(full.pair_counts(x[None])[0])
     assert 0 < count < len(full.pair_i)
-    compact = SchNet(TYPES, n_features=8, n_rbf=8, cutoff=0.8, max_pairs=count)
-    tight = SchNet(TYPES, n_features=8, n_rbf=8, cutoff=0.8, max_pairs=count - 1)
+    compact = SchNet(TYPES, features=8, rbf=8, cutoff=0.8, max_pairs=count)
+    tight = SchNet(TYPES, features=8, rbf=8, cutoff=0.8, max_pairs=count - 1)
     params = full.init(jax.random.key(0), jnp.asarray(x))
 
     @jax.jit
@@ -227,12 +227,12 @@ def test_filter_table_converges_at_fourth_order_and_forces_follow():
     """Filter error falls ~16x and force error ~8x per halving of the grid spacing (float64)."""
     with jax.enable_x64(True):
         x = jnp.asarray(_positions(7), jnp.float64)
-        exact = SchNet(TYPES, n_features=16, n_rbf=12, cutoff=1.2, dtype=jnp.float64)
+        exact = SchNet(TYPES, features=16, rbf=12, cutoff=1.2, dtype=jnp.float64)
         params = exact.init(jax.random.key(2), x)
         f_exact = force_fn(exact.energy)(params, x)
         filter_errors, force_errors = [], []
         for k in (32, 64, 128):
-            model = SchNet(TYPES, n_features=16, n_rbf=12, cutoff=1.2, dtype=jnp.float64, filter_table=k)
+            model = SchNet(TYPES, features=16, rbf=12, cutoff=1.2, dtype=jnp.float64, filter_table=k)
             filter_errors.append(model.filter_table_error(params))
             f = force_fn(model.energy)(params, x)
             force_errors.append(float(jnp.linalg.norm(f - f_exact) / jnp.linalg.norm(f_exact)))
@@ -246,7 +246,7 @@ def test_filter_table_converges_at_fourth_order_and_forces_follow():
 
 def test_tabulated_forces_are_the_gradient_of_the_tabulated_energy():
     with jax.enable_x64(True):
-        model = SchNet(TYPES, n_features=8, n_rbf=8, cutoff=1.2, dtype=jnp.float64, filter_table=16,
+        model = SchNet(TYPES, features=8, rbf=8, cutoff=1.2, dtype=jnp.float64, filter_table=16,
                        bonds=BONDS, exclusion_hops=1)
         x = jnp.asarray(_positions(3), jnp.float64)
         params = model.init(jax.random.key(1), x)
@@ -257,7 +257,7 @@ def test_tabulated_forces_are_the_gradient_of_the_tabulated_energy():
 
 def test_frozen_filter_table_matches_and_is_checked():
     x = jnp.asarray(_positions(2))
-    model = SchNet(TYPES, n_features=16, n_rbf=12, cutoff=1.2, filter_table=64)
+    model = SchNet(TYPES, features=16, rbf=12, cutoff=1.2, filter_table=64)
     params = model.init(jax.random.key(0), x)
     frozen = model.freeze_filter_table(params)
     assert model.filter_table_error(frozen) == model.filter_table_error(params) > 0.0
@@ -265,11 +265,11 @@ def test_frozen_filter_table_matches_and_is_checked():
     np.testing.assert_allclose(force_fn(model.energy)(frozen, x), force_fn(model.energy)(params, x),
                                rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="frozen filter table"):
-        SchNet(TYPES, n_features=16, n_rbf=12, cutoff=1.2).energy(frozen, x)
+        SchNet(TYPES, features=16, rbf=12, cutoff=1.2).energy(frozen, x)
     with pytest.raises(ValueError, match="frozen filter table"):
-        SchNet(TYPES, n_features=16, n_rbf=12, cutoff=1.2, filter_table=32).energy(frozen, x)
+        SchNet(TYPES, features=16, rbf=12, cutoff=1.2, filter_table=32).energy(frozen, x)
     with pytest.raises(ValueError, match="needs a model built with filter_table"):
-        SchNet(TYPES, n_features=16, n_rbf=12).freeze_filter_table(params)
+        SchNet(TYPES, features=16, rbf=12).freeze_filter_table(params)
     for bad in (1, 0, True, 2.5):
         with pytest.raises(ValueError, match="filter_table must be an int"):
             SchNet(TYPES, filter_table=bad)
@@ -280,8 +280,8 @@ def test_training_gradient_through_the_table_matches_the_exact_model():
     the exact model's to the grid's accuracy."""
     x = jnp.asarray(np.stack([_positions(s) for s in range(4)]))
     target = jnp.asarray(np.random.default_rng(0).normal(size=x.shape).astype(np.float32))
-    exact = SchNet(TYPES, n_features=16, n_rbf=12, cutoff=1.2)
-    table = SchNet(TYPES, n_features=16, n_rbf=12, cutoff=1.2, filter_table=256)
+    exact = SchNet(TYPES, features=16, rbf=12, cutoff=1.2)
+    table = SchNet(TYPES, features=16, rbf=12, cutoff=1.2, filter_table=256)
     params = exact.init(jax.random.key(3), x[0])
 
     def loss(model, p):

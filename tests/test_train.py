@@ -127,11 +127,11 @@ def test_pair_capacity_overflow_is_named_not_blamed_on_the_learning_rate():
     rng = np.random.default_rng(2)
     x = rng.uniform(0.0, 0.9, (64, 5, 3)).astype(np.float32)
     f = rng.normal(0.0, 10.0, x.shape).astype(np.float32)
-    loose = SchNet(np.arange(5) % 2, n_features=8, n_rbf=8, cutoff=0.6)
+    loose = SchNet(np.arange(5) % 2, features=8, rbf=8, cutoff=0.6)
     counts = loose.pair_counts(x)
     capacity = int(np.median(counts))
     assert 1 <= capacity < counts.max()
-    tight = SchNet(np.arange(5) % 2, n_features=8, n_rbf=8, cutoff=0.6, max_pairs=capacity)
+    tight = SchNet(np.arange(5) % 2, features=8, rbf=8, cutoff=0.6, max_pairs=capacity)
     params = tight.init(jax.random.key(0), jnp.asarray(x[0]))
     config = _cfg(epochs=1, batch_size=16, learning_rate=1e-3, val_fraction=0.0)
     expected = rf"max_pairs={capacity} is too small: in epoch 0, .* max_pairs >= {int(counts.max())}"
@@ -141,7 +141,7 @@ def test_pair_capacity_overflow_is_named_not_blamed_on_the_learning_rate():
     both_params = both.init(jax.random.key(0), jnp.asarray(x[0]))
     with pytest.raises(PairCapacityError, match=expected):
         fit(both.energy, both_params, x, f, config)
-    enough = SchNet(np.arange(5) % 2, n_features=8, n_rbf=8, cutoff=0.6, max_pairs=int(counts.max()))
+    enough = SchNet(np.arange(5) % 2, features=8, rbf=8, cutoff=0.6, max_pairs=int(counts.max()))
     fit(enough.energy, params, x, f, config)  # no overflow: trains
 
 

@@ -2,7 +2,7 @@
 
 .. code-block:: python
 
-    model = SchNet(bead_types, n_features=128, n_interactions=2, n_rbf=32, cutoff=1.2)
+    model = SchNet(bead_types, features=128, blocks=2, rbf=32, cutoff=1.2)
     params = model.init(key, example_positions)      # PyTree of float arrays; x: (N, 3) nm
     u = model.energy(params, x)                       # () kJ/mol, pure and jittable
     forces = force_fn(model.energy)                   # (params, x) -> (N, 3) kJ/mol/nm = -dU/dx

@@ -148,9 +148,9 @@ class SchNet:
     Args:
       bead_types: (N,) int bead types (embedding indices).
       n_types: size of the type vocabulary (default max(bead_types) + 1).
-      n_features: F, width of embeddings and filters (default 128).
-      n_interactions: interaction blocks (default 2).
-      n_rbf: K Gaussians with centers evenly spaced in [0, cutoff] (default 32).
+      features: F, width of embeddings and filters (default 128).
+      blocks: interaction blocks (default 2).
+      rbf: K Gaussians with centers evenly spaced in [0, cutoff] (default 32).
       cutoff: r_c in nm (default 1.2); filters vanish smoothly at r_c (cosine cutoff).
       bonds: (B, 2) bonded pairs, used only for exclusions.
       exclusion_hops: pairs at most this many bonds apart are left out of the convolutions
@@ -176,9 +176,9 @@ class SchNet:
         self,
         bead_types: np.ndarray,
         n_types: int | None = None,
-        n_features: int = 128,
-        n_interactions: int = 2,
-        n_rbf: int = 32,
+        features: int = 128,
+        blocks: int = 2,
+        rbf: int = 32,
         cutoff: float = 1.2,
         bonds: np.ndarray | None = None,
         exclusion_hops: int = 0,
@@ -195,10 +195,10 @@ class SchNet:
             raise ValueError(f"bead_types must lie in [0, {self.n_types}), got {self.bead_types.min()}..{self.bead_types.max()}")
         if cutoff <= 0:
             raise ValueError(f"cutoff must be positive (nm), got {cutoff}")
-        self.n_features, self.n_interactions, self.n_rbf = n_features, n_interactions, n_rbf
+        self.features, self.blocks, self.rbf = features, blocks, rbf
         self.cutoff = float(cutoff)
         self.dtype = dtype
-        self.centers, self.gamma = gaussian_centers(0.0, self.cutoff, n_rbf)
+        self.centers, self.gamma = gaussian_centers(0.0, self.cutoff, rbf)
         self.exclusions = excluded_pairs(self.n_beads, bonds, exclusion_hops)
         excluded = {tuple(p) for p in self.exclusions.tolist()}
         i, j = np.triu_indices(self.n_beads, k=1)
@@ -216,7 +216,7 @@ class SchNet:
         self._graphdef = nnx.graphdef(nnx.eval_shape(lambda: self._network(jax.random.key(0))))
 
     def _network(self, key: jax.Array) -> _SchNetNetwork:
-        return _SchNetNetwork(self.n_types, self.n_features, self.n_interactions, self.n_rbf, self.dtype, nnx.Rngs(key))
+        return _SchNetNetwork(self.n_types, self.features, self.blocks, self.rbf, self.dtype, nnx.Rngs(key))
 
     def init(self, key: jax.Array, positions: jax.Array) -> dict[str, Any]:
         """Random parameters from ``key``; positions: (N, 3) nm (only its shape is checked).
@@ -261,7 +261,7 @@ class SchNet:
         frozen = params.get(FROZEN_TABLE_KEY)
         if frozen is not None:
             params = {k: v for k, v in params.items() if k != FROZEN_TABLE_KEY}
-            if (self.filter_table is None or len(frozen) != self.n_interactions
+            if (self.filter_table is None or len(frozen) != self.blocks
                     or frozen["interaction_0"].shape[0] != self.filter_table):
                 raise ValueError("params carry a frozen filter table that this model (filter_table=None "
                                  "or another size) cannot use; pass the plain params")
@@ -274,7 +274,7 @@ class SchNet:
         else:
             spacing = self.cutoff / self.filter_table
             if frozen is not None:
-                coefficients = [frozen[f"interaction_{b}"] for b in range(self.n_interactions)]
+                coefficients = [frozen[f"interaction_{b}"] for b in range(self.blocks)]
             else:
                 coefficients = self._filter_coefficients(network, r.dtype)
             filters = [hermite_interpolate(c, r, spacing) for c in coefficients]
