@@ -68,19 +68,11 @@ def run(
     started, reallocations = time.perf_counter(), 0
     for chunk in range(n_chunks):
         tick = time.perf_counter()
-        for attempt in range(max_reallocations + 1):
-            new_state, record = simulator.run_chunk(state)
-            overflow = np.asarray(record.neighbor_overflow)
-            if not overflow.any():
-                break
-            if attempt == max_reallocations:
-                raise RuntimeError(
-                    f"neighbour list still overflows after {max_reallocations} re-allocations "
-                    f"(replicas {np.flatnonzero(overflow)[:5].tolist()})"
-                )
-            state = _reallocated(simulator, state, new_state, attempt)
-            reallocations += 1
-        state = new_state
+        (state, record), redone = chunk_with_room(
+            simulator.run_chunk, lambda start, failed, attempt: _reallocated(simulator, start, failed, attempt),
+            state, max_reallocations,
+        )
+        reallocations += redone
         positions = np.asarray(record.positions)
         elapsed = time.perf_counter() - tick
         step = int(state.step)
@@ -101,6 +93,31 @@ def run(
         all_stopped=not bool(np.asarray(state.alive).any()),
     )
     return state, report
+
+
+def chunk_with_room(run_chunk: Callable, regrow: Callable, state: Any, max_reallocations: int) -> tuple[tuple, int]:
+    """``run_chunk(state) -> (new_state, record, ...)``, redone from ``state`` with a larger
+    neighbour list (``regrow(state, failed_state, attempt) -> state``) while
+    ``record.neighbor_overflow`` is set, so forces never come from a truncated list.
+
+    Returns:
+      (the outputs of the chunk that did not overflow, the number of re-allocations).
+
+    Raises:
+      RuntimeError: the list still overflows after ``max_reallocations`` re-allocations.
+    """
+    for attempt in range(max_reallocations + 1):
+        outputs = run_chunk(state)
+        overflow = np.asarray(outputs[1].neighbor_overflow)
+        if not overflow.any():
+            return outputs, attempt
+        if attempt == max_reallocations:
+            raise RuntimeError(
+                f"neighbour list still overflows after {max_reallocations} re-allocations "
+                f"(replicas {np.flatnonzero(overflow)[:5].tolist()})"
+            )
+        state = regrow(state, outputs[0], attempt)
+    raise AssertionError("unreachable")
 
 
 def _reallocated(simulator, state, failed_state, attempt) -> SimulationState:

@@ -3,7 +3,6 @@ Metropolis exchanges of configurations between neighbouring temperatures after e
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import time
@@ -18,7 +17,13 @@ import numpy as np
 from jaxcg._files import reading
 from jaxcg.simulate._files import TrajectoryWriter
 from jaxcg.simulate._integrators import ChunkRecord, SimulationState, Simulator
-from jaxcg.simulate._run import _reallocated, resume_state, save_checkpoint
+from jaxcg.simulate._run import (
+    _append_log,
+    _reallocated,
+    chunk_with_room,
+    resume_state,
+    save_checkpoint,
+)
 from jaxcg.units import kT_from_temperature
 
 Array = jax.Array
@@ -251,18 +256,11 @@ def run_tempering(
     n_chunks = -(-int(n_steps) // simulator.steps_per_chunk)
     for chunk in range(n_chunks):
         tick = time.perf_counter()
-        for attempt in range(max_reallocations + 1):
-            new_state, record, _ = ladder.run_chunk(state)
-            overflow = np.asarray(record.neighbor_overflow)
-            if not overflow.any():
-                break
-            if attempt == max_reallocations:
-                raise RuntimeError(
-                    f"neighbour list still overflows after {max_reallocations} re-allocations "
-                    f"(replicas {np.flatnonzero(overflow)[:5].tolist()})"
-                )
-            state = state._replace(sim=_reallocated(simulator, state.sim, new_state.sim, attempt))
-        state = new_state
+        (state, record, _), _ = chunk_with_room(
+            ladder.run_chunk,
+            lambda start, failed, attempt: start._replace(sim=_reallocated(simulator, start.sim, failed.sim, attempt)),
+            state, max_reallocations,
+        )
         positions = np.asarray(record.positions)
         if writers is not None:
             frames = positions.reshape(positions.shape[0], n_temps, n_copies, *positions.shape[2:])
@@ -270,7 +268,7 @@ def run_tempering(
                 writer.write(frames[:, k])
         info = _tempering_info(ladder, state, record, time.perf_counter() - tick)
         if log_path is not None:
-            _append_row(Path(log_path), info)
+            _append_log(Path(log_path), info)
         if checkpoint_path is not None:
             written = writers[0].n_frames if writers is not None else 0
             save_tempering_checkpoint(checkpoint_path, state, frames_written=written)
@@ -297,15 +295,6 @@ def _tempering_info(ladder, state, record, elapsed) -> dict[str, float]:
         info[f"acceptance_{k}_{k + 1}"] = float(rate)
     info["steps_per_s"] = ladder.simulator.steps_per_chunk / max(elapsed, 1e-12)
     return info
-
-
-def _append_row(path: Path, info: dict[str, float]) -> None:
-    new = not path.exists()
-    with path.open("a", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(info))
-        if new:
-            writer.writeheader()
-        writer.writerow(info)
 
 
 def save_tempering_report(path: str | os.PathLike, ladder: ReplicaExchange, state: TemperingState,
