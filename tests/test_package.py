@@ -10,7 +10,8 @@ def test_exports_exist():
     assert not missing
 
 
-@pytest.mark.parametrize("name", ["analysis", "geometry", "joint", "models", "priors", "reference", "simulate", "train"])
+@pytest.mark.parametrize("name", ["analysis", "geometry", "joint", "models", "priors", "reference", "relative_entropy",
+                                  "simulate", "train"])
 def test_stages_load_on_first_use(name):
     module = getattr(jaxcg, name)
     assert module.__name__ == f"jaxcg.{name}"

@@ -3,11 +3,22 @@
 import re
 from pathlib import Path
 
+import pytest
+
 README = Path(__file__).resolve().parents[1] / "README.md"
+END_TO_END = "## Differentiable end to end"
 
 
-def python_blocks() -> list[str]:
-    return re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+def python_blocks(text: str | None = None) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", README.read_text() if text is None else text, flags=re.S)
+
+
+def end_to_end_section() -> str:
+    """The text of the README's "Differentiable end to end" section, up to the next heading."""
+    text = README.read_text()
+    assert f"\n{END_TO_END}\n" in text, f"README.md has no section {END_TO_END!r}"
+    section = text.split(f"\n{END_TO_END}\n", 1)[1]
+    return re.split(r"\n## ", section, maxsplit=1)[0]
 
 
 def test_readme_has_examples():
@@ -15,9 +26,22 @@ def test_readme_has_examples():
 
 
 def test_readme_examples_run():
+    """Every block outside the end-to-end section, in order, in one namespace."""
     namespace: dict = {}
+    separate = python_blocks(end_to_end_section())
     for block in python_blocks():
-        exec(compile(block, str(README), "exec"), namespace)
+        if block not in separate:
+            exec(compile(block, str(README), "exec"), namespace)
+
+
+@pytest.mark.parametrize("index", [0, 1])
+def test_end_to_end_examples_run_and_check_themselves(index):
+    """Each end-to-end demonstration runs on its own and asserts its check (finite differences or
+    an exact answer): the section's block ``index``."""
+    blocks = python_blocks(end_to_end_section())
+    assert len(blocks) == 2, f"{END_TO_END}: expected 2 python blocks (gradient through dynamics, relative entropy)"
+    assert re.search(r"^\s*assert ", blocks[index], flags=re.M), f"{END_TO_END}: block {index} checks nothing"
+    exec(compile(blocks[index], f"{README}:{END_TO_END}[{index}]", "exec"), {})
 
 
 def test_readme_shows_the_fresh_machine_commands():

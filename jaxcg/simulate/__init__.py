@@ -37,6 +37,14 @@ compiled chunk, so new parameters or a new temperature reuse it. Example with a
                                      log_path="out/log.csv", checkpoint_path="out/state.npz")
     simulate.save_report("out/report.json", report, sim.save_every)
 
+``trajectory_observable`` is the pure, differentiable counterpart for gradients through dynamics:
+the time average of an observable over one Langevin trajectory with its noise fixed by a key, as a
+function of the parameters (``jax.grad``), with ``jax.checkpoint`` over blocks of steps so that
+reverse-mode memory does not grow with the steps::
+
+    grad = jax.grad(lambda p: simulate.trajectory_observable(
+        energy, p, x0, key, 1000, 0.002, 1.0, kT, masses, observable))(params)
+
 An energy with its parameters bound (``functools.partial(model.energy, params)``, any
 ``energy(x (N, 3)) -> kJ/mol``) works too, with no call-time keywords, at one compilation per
 parameter set.
@@ -48,6 +56,7 @@ model.neighbor_list()``; ``SchNet.energy_neighbors`` refuses any other format):
 ``simulate.neighbor_list`` gives a ``Dense`` list, for energies written against that format.
 """
 
+from jaxcg.simulate._differentiable import trajectory_observable
 from jaxcg.simulate._files import TrajectoryWriter, load_replicas
 from jaxcg.simulate._integrators import (
     CHECKPOINT_VERSION,
@@ -106,5 +115,6 @@ __all__ = [
     "save_tempering_checkpoint",
     "save_tempering_report",
     "stopped_replicas",
+    "trajectory_observable",
     "trim_log",
 ]
