@@ -135,7 +135,9 @@ def refine(
         ``steps_per_chunk`` and ``save_every`` set the CG frames per iteration (R × frames per
         chunk).
       start: (R, N, 3) nm, the replicas' starting positions (e.g. reference frames).
-      optimizer: an optax transformation (mask parameters with ``optax.masked`` to refine a part).
+      optimizer: an optax transformation; to refine a part of the parameters, give the others
+        ``optax.set_to_zero()`` with ``optax.multi_transform`` (``optax.masked`` would pass their
+        raw gradients through as updates).
       kT: kJ/mol, the temperature of the reference; the simulator samples at it.
       iterations: optimisation steps (one chunk each).
       batch_size: reference frames per step.
