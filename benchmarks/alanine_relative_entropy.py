@@ -10,7 +10,12 @@ and judged again with the same replicas, starting frames and noise seed.
 
     python benchmarks/alanine_relative_entropy.py [--maps slice basic optimal] [--seed 0]
         [--replicas 64] [--eval-steps 25000] [--iterations 150] [--chunk 200]
-        [--refine dihedrals|prior|all] [--lr-prior 0.05] [--lr-net 1e-5]
+        [--refine dihedrals|prior|all] [--lr-prior 0.05] [--lr-net 1e-5] [--epochs 10]
+        [--refined-eval-steps N]   # judge the dihedrals refined by the run with --eval-steps N again
+
+Each map's before/after samples are cached under benchmarks/data/alanine_re_samples (one file per
+map and settings), so maps can run in separate processes; the run that finds all of them judges
+them against the reference and writes the table.
 
 Prints a table of KL(reference ‖ CG) before and after, with sampling errors; writes
 benchmarks/results/alanine_relative_entropy.json.
@@ -85,8 +90,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--eval-reference", choices=["long", "training"], default="long",
                         help="judge against the 100 ns run (default) or the training data (quick checks)")
     parser.add_argument("--train-only", action="store_true", help="train and cache the models, then stop")
+    parser.add_argument("--refined-eval-steps", type=int, default=None,
+                        help="judge again the dihedrals refined by the run with --eval-steps N (no new refinement)")
     parser.add_argument("--out", default=str(OUT))
     args = parser.parse_args(argv)
+    if args.refined_eval_steps is not None and args.refine != "dihedrals":
+        parser.error("--refined-eval-steps re-reads refined dihedral terms: it needs --refine dihedrals")
 
     import jax
     import optax
@@ -146,8 +155,15 @@ def main(argv: list[str] | None = None) -> None:
         sim = simulate.langevin(energy, cg.masses, temperature, dt=0.002, friction=1.0,
                                 steps_per_chunk=args.chunk, save_every=args.chunk_save_every)
         t0 = time.perf_counter()
-        result = refine(energy, params, cg.positions, sim, cg.positions[start_index], optimizer, kT=kT,
-                        iterations=args.iterations, batch_size=args.batch_size, key=jax.random.key(args.seed))
+        if args.refined_eval_steps is None:
+            result = refine(energy, params, cg.positions, sim, cg.positions[start_index], optimizer, kT=kT,
+                            iterations=args.iterations, batch_size=args.batch_size, key=jax.random.key(args.seed))
+        else:  # the dihedral terms an earlier run refined (the only ones --refine dihedrals changes)
+            earlier = np.load(samples_dir / f"{name}_{tag.replace(f'_s{args.eval_steps}_', f'_s{args.refined_eval_steps}_')}.npz")
+            prior = params["prior"]._replace(dihedral_cos=jax.numpy.asarray(earlier["dihedral_cos_after"]),
+                                             dihedral_sin=jax.numpy.asarray(earlier["dihedral_sin_after"]))
+            history = {k[8:]: earlier[k] for k in earlier.files if k.startswith("history_")}
+            result = type("Refined", (), {"params": {**params, "prior": prior}, "history": history})
         refine_seconds = time.perf_counter() - t0
         after = sample(lambda x, p=result.params, m=model: m.energy(p, x), cg)
         path.parent.mkdir(parents=True, exist_ok=True)
