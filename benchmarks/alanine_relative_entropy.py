@@ -9,7 +9,7 @@ configurations for every force map: the target of refinement does not depend on 
 and judged again with the same replicas, starting frames and noise seed.
 
     python benchmarks/alanine_relative_entropy.py [--maps slice basic optimal] [--seed 0]
-        [--replicas 64] [--eval-steps 25000] [--iterations 150] [--chunk 200]
+        [--replicas 64] [--eval-steps 20000] [--iterations 100] [--chunk 200]
         [--refine dihedrals|prior|all] [--lr-prior 0.05] [--lr-net 1e-5] [--epochs 10]
         [--refined-eval-steps N]   # judge the dihedrals refined by the run with --eval-steps N again
 
@@ -78,9 +78,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=None, help="default: the library's")
     parser.add_argument("--replicas", type=int, default=64, help="replicas of the evaluation and of refinement")
-    parser.add_argument("--eval-steps", type=int, default=25_000, help="steps of 2 fs per replica per evaluation")
+    parser.add_argument("--eval-steps", type=int, default=20_000, help="steps of 2 fs per replica per evaluation")
     parser.add_argument("--save-every", type=int, default=50)
-    parser.add_argument("--iterations", type=int, default=150)
+    parser.add_argument("--iterations", type=int, default=100)
     parser.add_argument("--chunk", type=int, default=200, help="steps per refinement iteration")
     parser.add_argument("--chunk-save-every", type=int, default=20, help="steps between CG frames in refinement")
     parser.add_argument("--batch-size", type=int, default=1024, help="reference frames per refinement step")
