@@ -103,11 +103,10 @@ def load_energy(folder: str | os.PathLike, filter_table: int | None = None) -> C
     if structure.num_leaves != len(leaves):
         raise ValueError(f"{str(folder / 'model.npz')!r} holds {len(leaves)} arrays; the model needs {structure.num_leaves}")
     params = jax.tree.unflatten(structure, leaves)
-    if filter_table is not None:
-        if model is net:
-            params = net.freeze_filter_table(params)
-        else:
-            params = {**params, "net": net.freeze_filter_table(params["net"])}
-    energy = functools.partial(model.energy, params)
+    if filter_table is None:
+        energy = functools.partial(model.energy, params)
+    else:
+        tables = net.filter_tables(params if model is net else params["net"])
+        energy = functools.partial(model.energy, params, tables=tables)
     energy.n_beads = n_beads  # read by jaxcg simulate to check --start
     return energy

@@ -17,7 +17,14 @@ derivatives, by forward-mode AD) and interpolated per pair with cubic Hermite sp
 error O(h⁴) in W and O(h³) in dW/dr for h = r_c / K, and forces stay the exact gradient of the
 (tabulated) energy. The grid is rebuilt from the parameters on every call, so training through it
 works; it pays when the batch has more pairs than the grid has points. For simulation, where the
-weights are fixed, ``freeze_filter_table`` computes it once.
+weights are fixed, ``filter_tables(params)`` computes the grid once; it is passed beside the
+parameters (``energy(params, x, tables=tables)``), never stored among the trainable ones.
+
+Two equivalent interfaces: the pure one (``SchNet.init`` → params, a nested dict of arrays;
+``SchNet.energy(params, x)``), and a stateful Flax nnx module (``SchNet.module(key)`` →
+``SchNetModule``, ``module(x)`` → energy), usable with ``nnx.jit``, ``nnx.grad`` and
+``nnx.Optimizer``. ``SchNet.params_of(module)`` and ``SchNet.module_from(params)`` convert between
+them; the pure energy is the module's ``__call__`` on ``nnx.merge(graphdef, params)``.
 """
 
 from __future__ import annotations
@@ -32,8 +39,6 @@ import numpy as np
 
 from jaxcg.geometry import norm
 from jaxcg.models._rbf import cosine_cutoff, gaussian_centers, gaussian_rbf
-
-FROZEN_TABLE_KEY = "frozen_filter_table"
 
 
 def shifted_softplus(x: jax.Array) -> jax.Array:
@@ -61,8 +66,11 @@ class _Interaction(nnx.Module):
         return h + self.dense(shifted_softplus(self.f2out(m)))
 
 
-class _SchNetNetwork(nnx.Module):
-    """Embedding, interaction blocks sharing one RBF expansion, atom-wise MLP, sum pooling."""
+class SchNetNetwork(nnx.Module):
+    """SchNet's weights (Flax's default initialisers): embedding, interaction blocks sharing one
+    RBF expansion, atom-wise MLP, sum pooling. ``__call__(types (N,), filters, aggregate)``
+    gives the energy from precomputed per-pair filters; ``SchNetModule`` wraps it with the
+    geometry."""
 
     def __init__(self, n_types: int, n_features: int, n_interactions: int, n_rbf: int, dtype: Any, rngs: nnx.Rngs):
         kw = {"param_dtype": dtype, "dtype": dtype, "rngs": rngs}
@@ -169,7 +177,8 @@ class SchNet:
         of the exact model whose error falls as K⁻⁴ (measure it with ``filter_table_error``).
       dtype: parameter and compute dtype (float32 default).
 
-    Params: a nested dict of arrays (``nnx.to_pure_dict`` of the Flax module's state).
+    Params: a nested dict of arrays (``nnx.to_pure_dict`` of the weights' state); the same model as a
+    stateful Flax nnx module: ``module(key)``, ``module_from(params)``, ``params_of(module)``.
     """
 
     def __init__(
@@ -215,74 +224,58 @@ class SchNet:
         self._exclusion_keys = np.sort(self.exclusions[:, 0] * self.n_beads + self.exclusions[:, 1])
         self._graphdef = nnx.graphdef(nnx.eval_shape(lambda: self._network(jax.random.key(0))))
 
-    def _network(self, key: jax.Array) -> _SchNetNetwork:
-        return _SchNetNetwork(self.n_types, self.features, self.blocks, self.rbf, self.dtype, nnx.Rngs(key))
+    def _network(self, key: jax.Array) -> SchNetNetwork:
+        return SchNetNetwork(self.n_types, self.features, self.blocks, self.rbf, self.dtype, nnx.Rngs(key))
+
+    # ------------------------------------------------------------------ module <-> params
+
+    def module(self, key: jax.Array) -> SchNetModule:
+        """A new ``SchNetModule`` with random weights from ``key`` (Flax's default initialisers)."""
+        return SchNetModule(self, self._network(key))
+
+    def module_from(self, params: dict[str, Any]) -> SchNetModule:
+        """The ``SchNetModule`` holding ``params`` (a nested dict as ``init`` returns)."""
+        return SchNetModule(self, nnx.merge(self._graphdef, params))
+
+    @staticmethod
+    def params_of(module: SchNetModule) -> dict[str, Any]:
+        """The pure parameters (nested dict of arrays) of a ``SchNetModule``."""
+        return nnx.to_pure_dict(nnx.state(module.network, nnx.Param))
 
     def init(self, key: jax.Array, positions: jax.Array) -> dict[str, Any]:
-        """Random parameters from ``key``; positions: (N, 3) nm (only its shape is checked).
-
-        Drawn on the host with numpy seeded by the key's bits (LeCun-normal kernels, zero biases,
-        unit-variance embeddings): the same distributions as Flax's defaults without compiling an
-        initialiser per model size.
-        """
+        """Random parameters from ``key`` (those of ``module(key)``); positions: (N, 3) nm (only
+        its shape is checked)."""
         if np.shape(positions) != (self.n_beads, 3):
             raise ValueError(f"positions must have shape ({self.n_beads}, 3), got {np.shape(positions)}")
-        seed = np.asarray(jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key)
-        rng = np.random.default_rng(seed.astype(np.uint32).ravel().tolist())
-        abstract = nnx.to_pure_dict(nnx.state(nnx.eval_shape(lambda: self._network(jax.random.key(0)))))
-        dtype = np.dtype(self.dtype)
+        return self.params_of(self.module(key))
 
-        def draw(path: tuple, leaf: jax.ShapeDtypeStruct) -> np.ndarray:
-            name = path[-1].key
-            if name == "bias":
-                return np.zeros(leaf.shape, dtype)
-            scale = 1.0 if name == "embedding" else 1.0 / np.sqrt(leaf.shape[0])
-            return (rng.standard_normal(leaf.shape) * scale).astype(dtype)
-
-        return jax.tree.map(jnp.asarray, jax.tree_util.tree_map_with_path(draw, abstract))
+    # ------------------------------------------------------------------ filters
 
     def _features(self, r: jax.Array) -> tuple[jax.Array, jax.Array]:
         rbf = gaussian_rbf(r, jnp.asarray(self.centers, r.dtype), jnp.asarray(self.gamma, r.dtype))
         return rbf, cosine_cutoff(r, self.cutoff)
 
-    def freeze_filter_table(self, params: dict[str, Any]) -> dict[str, Any]:
-        """``params`` plus the filter grid computed once (key ``"frozen_filter_table"``), for
-        inference (simulation) where the parameters do not change: ``energy`` then interpolates
-        without rebuilding the grid on every call. Not for training: gradients with respect to
-        the filter weights do not flow through a frozen grid."""
+    def filter_tables(self, params: dict[str, Any]) -> tuple[jax.Array, ...]:
+        """Each block's (K, 4, F) Hermite coefficients of its filters, computed once from
+        ``params``, for ``energy(params, x, tables=...)`` when the weights do not change
+        (simulation): the grid is then not rebuilt on every call. Gradients with respect to the
+        filter weights do not flow through tables passed in this way."""
         if self.filter_table is None:
-            raise ValueError("freeze_filter_table needs a model built with filter_table=K")
-        plain = {k: v for k, v in params.items() if k != FROZEN_TABLE_KEY}
-        network = nnx.merge(self._graphdef, plain)
-        coefficients = jax.jit(lambda: self._filter_coefficients(network, self.dtype))()
-        return {**plain, FROZEN_TABLE_KEY: {f"interaction_{b}": c for b, c in enumerate(coefficients)}}
-
-    def _apply(self, params: dict[str, Any], r: jax.Array, envelope_mask: jax.Array | None, aggregate) -> jax.Array:
-        frozen = params.get(FROZEN_TABLE_KEY)
-        if frozen is not None:
-            params = {k: v for k, v in params.items() if k != FROZEN_TABLE_KEY}
-            if (self.filter_table is None or len(frozen) != self.blocks
-                    or frozen["interaction_0"].shape[0] != self.filter_table):
-                raise ValueError("params carry a frozen filter table that this model (filter_table=None "
-                                 "or another size) cannot use; pass the plain params")
+            raise ValueError("filter_tables needs a model built with filter_table=K")
         network = nnx.merge(self._graphdef, params)
-        if self.filter_table is None:
-            rbf, envelope = self._features(r)
-            if envelope_mask is not None:
-                envelope = jnp.where(envelope_mask, envelope, jnp.zeros_like(envelope))
-            filters = network.filters(rbf, envelope)
-        else:
-            spacing = self.cutoff / self.filter_table
-            if frozen is not None:
-                coefficients = [frozen[f"interaction_{b}"] for b in range(self.blocks)]
-            else:
-                coefficients = self._filter_coefficients(network, r.dtype)
-            filters = [hermite_interpolate(c, r, spacing) for c in coefficients]
-            if envelope_mask is not None:
-                filters = [jnp.where(envelope_mask[:, None], w, jnp.zeros_like(w)) for w in filters]
-        return network(jnp.asarray(self.bead_types), filters, aggregate)
+        return tuple(jax.jit(lambda: self._filter_coefficients(network, self.dtype))())
 
-    def _filter_coefficients(self, network: _SchNetNetwork, dtype: Any) -> list[jax.Array]:
+    def _checked_tables(self, tables: Any) -> list[jax.Array]:
+        if self.filter_table is None:
+            raise ValueError("tables were passed to a model built with filter_table=None: build it with "
+                             "filter_table=K or leave tables out")
+        shape = (self.filter_table, 4, self.features)
+        if len(tables) != self.blocks or any(np.shape(t) != shape for t in tables):
+            raise ValueError(f"tables must be {self.blocks} arrays of shape {shape} (from this model's "
+                             f"filter_tables), got {[np.shape(t) for t in tables]}")
+        return list(tables)
+
+    def _filter_coefficients(self, network: SchNetNetwork, dtype: Any) -> list[jax.Array]:
         """Each block's (K, 4, F) Hermite coefficients of W(r) on the grid (values and slopes by
         one forward-mode pass through the filter networks)."""
         grid = jnp.linspace(0.0, self.cutoff, self.filter_table + 1, dtype=dtype)
@@ -295,13 +288,34 @@ class SchNet:
         the largest |W(r)|: the accuracy of ``filter_table`` for these parameters (0 without one)."""
         if self.filter_table is None:
             return 0.0
-        network = nnx.merge(self._graphdef, {k: v for k, v in params.items() if k != FROZEN_TABLE_KEY})
+        network = nnx.merge(self._graphdef, params)
         r = jnp.linspace(0.0, self.cutoff, n_points, dtype=self.dtype)
         exact = network.filters(*self._features(r))
         spacing = self.cutoff / self.filter_table
         tabulated = [hermite_interpolate(c, r, spacing) for c in self._filter_coefficients(network, self.dtype)]
         error = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(tabulated, exact, strict=True))
         return error / max(float(jnp.max(jnp.abs(w))) for w in exact)
+
+    def _apply(self, network: SchNetNetwork, r: jax.Array, envelope_mask: jax.Array | None, aggregate,
+               tables: Any) -> jax.Array:
+        """Energy from pair distances r: (P,) nm (pairs masked out by ``envelope_mask``)."""
+        if self.filter_table is None:
+            if tables is not None:
+                self._checked_tables(tables)
+            rbf, envelope = self._features(r)
+            if envelope_mask is not None:
+                envelope = jnp.where(envelope_mask, envelope, jnp.zeros_like(envelope))
+            filters = network.filters(rbf, envelope)
+        else:
+            spacing = self.cutoff / self.filter_table
+            if tables is None:
+                coefficients = self._filter_coefficients(network, r.dtype)
+            else:
+                coefficients = self._checked_tables(tables)
+            filters = [hermite_interpolate(c, r, spacing) for c in coefficients]
+            if envelope_mask is not None:
+                filters = [jnp.where(envelope_mask[:, None], w, jnp.zeros_like(w)) for w in filters]
+        return network(jnp.asarray(self.bead_types), filters, aggregate)
 
     def _check_x(self, x: jax.Array) -> None:
         """The model's bead count is fixed: x of another shape is refused (at trace time)."""
@@ -310,23 +324,28 @@ class SchNet:
                 f"x must have shape ({self.n_beads}, 3): this SchNet has {self.n_beads} beads, got {np.shape(x)}"
             )
 
-    def energy(self, params: dict[str, Any], x: jax.Array) -> jax.Array:
+    def energy(self, params: dict[str, Any], x: jax.Array, tables: Any = None) -> jax.Array:
         """Energy in kJ/mol of x: (N, 3) nm, dense pair path. Pure and jittable.
 
-        With ``max_pairs`` set, a configuration with more pairs within the cutoff is evaluated
-        over the first ``max_pairs`` of them: ``pair_overflow(x)`` flags it (check the flag).
+        ``tables``: the filter grid from ``filter_tables(params)`` (models with ``filter_table``
+        only), so that it is not rebuilt on every call. With ``max_pairs`` set, a configuration
+        with more pairs within the cutoff is evaluated over the first ``max_pairs`` of them:
+        ``pair_overflow(x)`` flags it (check the flag).
         """
+        return self._dense_energy(nnx.merge(self._graphdef, params), x, tables)
+
+    def _dense_energy(self, network: SchNetNetwork, x: jax.Array, tables: Any) -> jax.Array:
         self._check_x(x)
         x = x.astype(self.dtype)
         i, j = self.pair_i, self.pair_j
         r = norm(x[j] - x[i])
         if self.max_pairs is None:
-            return self._apply(params, r, None, self._aggregate(i, j))
+            return self._apply(network, r, None, self._aggregate(i, j), tables)
         within = r < self.cutoff
         (selected,) = jnp.nonzero(within, size=self.max_pairs, fill_value=0)
         valid = jnp.arange(self.max_pairs) < jnp.sum(within)
         ii, jj = jnp.asarray(i)[selected], jnp.asarray(j)[selected]
-        return self._apply(params, r[selected], valid, self._aggregate(ii, jj))
+        return self._apply(network, r[selected], valid, self._aggregate(ii, jj), tables)
 
     def pair_overflow(self, x: jax.Array) -> jax.Array:
         """() bool: x (N, 3) nm has more (non-excluded) pairs within the cutoff than ``max_pairs``,
@@ -391,14 +410,22 @@ class SchNet:
         )
         return displacement, neighbor_fn
 
-    def energy_neighbors(self, params: dict[str, Any], x: jax.Array, neighbor: Any, displacement: Callable | None = None) -> jax.Array:
+    def energy_neighbors(
+        self, params: dict[str, Any], x: jax.Array, neighbor: Any, displacement: Callable | None = None,
+        tables: Any = None,
+    ) -> jax.Array:
         """Energy in kJ/mol of x: (N, 3) nm over the pairs of a jax-md ``OrderedSparse`` list.
 
         ``displacement`` is the list's displacement function (default free space). Another
         format (a ``Dense`` list, as ``jaxcg.simulate.neighbor_list`` builds, or ``Sparse``) is
         refused with a ``ValueError``: its ``idx`` rows are not pairs. ``neighbor`` may be
-        batched over replicas by ``jax.vmap``.
+        batched over replicas by ``jax.vmap``. ``tables`` as for ``energy``.
         """
+        return self._neighbor_energy(nnx.merge(self._graphdef, params), x, neighbor, displacement, tables)
+
+    def _neighbor_energy(
+        self, network: SchNetNetwork, x: jax.Array, neighbor: Any, displacement: Callable | None, tables: Any
+    ) -> jax.Array:
         _check_ordered_sparse(neighbor)
         self._check_x(x)
         x = x.astype(self.dtype)
@@ -422,4 +449,28 @@ class SchNet:
             out = jax.ops.segment_sum(w * hx[jj], ii, num_segments=n)
             return out + jax.ops.segment_sum(w * hx[ii], jj, num_segments=n)
 
-        return self._apply(params, jnp.where(ok, r, jnp.zeros_like(r)), ok, aggregate)
+        return self._apply(network, jnp.where(ok, r, jnp.zeros_like(r)), ok, aggregate, tables)
+
+
+class SchNetModule(nnx.Module):
+    """A ``SchNet`` as a stateful Flax nnx module: ``module(x)`` is the energy in kJ/mol of
+    x: (N, 3) nm, the same function as ``SchNet.energy(params, x)``.
+
+    Built by ``SchNet.module(key)`` or ``SchNet.module_from(params)``; trains with
+    ``nnx.Optimizer(module, tx, wrt=nnx.Param)`` and ``nnx.jit``/``nnx.value_and_grad``. The
+    weights live in ``module.network`` (``nnx.Param``s); ``schnet`` is the model description
+    (static: bead types, pairs, cutoff).
+    """
+
+    def __init__(self, schnet: SchNet, network: SchNetNetwork):
+        self.schnet = schnet
+        self.network = network
+
+    def __call__(self, x: jax.Array, tables: Any = None) -> jax.Array:
+        return self.schnet._dense_energy(self.network, x, tables)
+
+    def energy_neighbors(
+        self, x: jax.Array, neighbor: Any, displacement: Callable | None = None, tables: Any = None
+    ) -> jax.Array:
+        """Energy in kJ/mol over the pairs of a jax-md ``OrderedSparse`` list (see ``SchNet``)."""
+        return self.schnet._neighbor_energy(self.network, x, neighbor, displacement, tables)
