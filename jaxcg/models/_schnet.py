@@ -37,6 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxcg.bond_graph import pairs_within_hops
 from jaxcg.geometry import norm
 from jaxcg.models._rbf import cosine_cutoff, gaussian_centers, gaussian_rbf
 
@@ -121,22 +122,6 @@ def hermite_interpolate(coefficients: jax.Array, r: jax.Array, spacing: float) -
     return c[:, 0] + t * (c[:, 1] + t * (c[:, 2] + t * c[:, 3]))
 
 
-def excluded_pairs(n_beads: int, bonds: np.ndarray | None, exclusion_hops: int) -> np.ndarray:
-    """(E, 2) pairs i < j at most ``exclusion_hops`` bonds apart (empty for 0 or no bonds)."""
-    if bonds is None or exclusion_hops <= 0 or len(bonds) == 0:
-        return np.zeros((0, 2), dtype=np.int64)
-    adjacency = np.zeros((n_beads, n_beads), dtype=np.int64)
-    for a, b in np.asarray(bonds, dtype=np.int64).reshape(-1, 2):
-        adjacency[a, b] = adjacency[b, a] = 1
-    reach = np.eye(n_beads, dtype=np.int64)
-    step = np.eye(n_beads, dtype=np.int64)
-    for _ in range(exclusion_hops):
-        step = np.minimum(step @ adjacency, 1)
-        reach = np.maximum(reach, step)
-    i, j = np.nonzero(np.triu(reach, k=1))
-    return np.stack([i, j], axis=1).astype(np.int64)
-
-
 def _check_ordered_sparse(neighbor: Any) -> None:
     """Refuse a neighbour list that is not a jax-md ``OrderedSparse`` list of shape (2, capacity)."""
     form = getattr(neighbor, "format", None)
@@ -208,7 +193,7 @@ class SchNet:
         self.cutoff = float(cutoff)
         self.dtype = dtype
         self.centers, self.gamma = gaussian_centers(0.0, self.cutoff, rbf)
-        self.exclusions = excluded_pairs(self.n_beads, bonds, exclusion_hops)
+        self.exclusions = pairs_within_hops(self.n_beads, bonds, exclusion_hops)
         excluded = {tuple(p) for p in self.exclusions.tolist()}
         i, j = np.triu_indices(self.n_beads, k=1)
         keep = np.array([(a, b) not in excluded for a, b in zip(i.tolist(), j.tolist(), strict=True)])
