@@ -35,6 +35,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxcg import optim
 from jaxcg._files import OutputExistsError, reading, refuse_changed_settings
+from jaxcg.dtypes import params_dtype
 
 Params = Any
 EnergyFn = Callable[[Params, jax.Array], jax.Array]
@@ -210,7 +211,7 @@ def delta_forces(
     grad = jax.jit(jax.vmap(jax.grad(energy, argnums=1), in_axes=(None, 0)))
     out = []
     for start in range(0, len(positions), chunk_size):
-        x = jnp.asarray(positions[start : start + chunk_size], jnp.float32)
+        x = jnp.asarray(positions[start : start + chunk_size], params_dtype(params))
         out.append(np.asarray(forces[start : start + chunk_size]) + np.asarray(grad(params, x)))
     return np.concatenate(out).astype(np.asarray(forces).dtype)
 
@@ -383,7 +384,8 @@ def fit(
     Args:
       energy: ``U(params, x) -> ()`` kJ/mol for x: (N, 3) nm (e.g. ``model.energy``).
       params: initial parameters (e.g. ``model.init(key, positions[0])``).
-      positions: (T, N, 3) nm. forces: (T, N, 3) kJ/mol/nm (mapped, or delta forces).
+      positions: (T, N, 3) nm. forces: (T, N, 3) kJ/mol/nm (mapped, or delta forces); both are
+        cast to the dtype of ``params`` (float64 params train in float64, see ``jaxcg.dtypes``).
       config: ``TrainConfig``. weights: (T,) frame weights or None.
       out_dir: folder for ``metrics.json``, ``metrics.csv``, ``config.json`` and ``checkpoints/``
         (one orbax checkpoint per epoch); None keeps everything in memory.
@@ -398,9 +400,7 @@ def fit(
       devices: devices for data parallelism (batch sharded over them, parameters replicated;
         ``batch_size`` must be a multiple of their number); None (default): the first local
         device; "auto": every local device if their number divides ``batch_size``, else the
-        first. On a CPU split by ``jaxcg.devices.use_host_devices``, two devices gave 1.4-1.5x
-        the frames/s of one for a SchNet with tabulated filters but 0.9-1.05x with exact
-        filters, whose per-pair matmuls already keep both cores busy (``benchmarks/bench_train.py``).
+        first (``benchmarks/bench_train.py`` measures the gain).
 
     Returns:
       TrainResult with the best-validation parameters.
@@ -414,7 +414,8 @@ def fit(
     forces = np.asarray(forces)
     devices = _training_devices(devices, config.batch_size)
     _check_inputs(positions, forces, weights, config, len(devices), _model_n_beads(energy))
-    frame_w = np.ones(len(positions), np.float32) if weights is None else np.asarray(weights, np.float32)
+    dtype = params_dtype(params)  # the frames are cast to the parameters' dtype (jaxcg.dtypes)
+    frame_w = np.ones(len(positions), dtype) if weights is None else np.asarray(weights, dtype)
     train_idx, val_idx = block_split(len(positions), config.val_fraction, config.n_blocks, config.seed)
     train_batches, train_mask = _batches(train_idx, config.batch_size)
     val_batches, val_mask = _batches(val_idx, config.batch_size) if len(val_idx) else (None, None)
@@ -451,7 +452,7 @@ def fit(
         key=jax.random.PRNGKey(config.seed),
         epoch=jnp.zeros((), jnp.int32),
         best_params=params,
-        best_loss=jnp.asarray(np.inf, jnp.float32),
+        best_loss=jnp.asarray(np.inf, dtype),
         bad_epochs=jnp.zeros((), jnp.int32),
     )
     state = jax.device_put(state, replicated)
@@ -482,7 +483,7 @@ def fit(
 
     # The frames stay on the device(s) for the whole run; a step receives only its number.
     frames = jax.device_put(
-        optim.Batch((np.asarray(positions, np.float32), np.asarray(forces, np.float32)), frame_w), replicated
+        optim.Batch((np.asarray(positions, dtype), np.asarray(forces, dtype)), frame_w), replicated
     )
     train_batches_d, train_mask_d = jax.device_put((train_batches, train_mask), replicated)
     if val_batches is not None:
@@ -535,7 +536,7 @@ def fit(
         if monitor < float(state.best_loss) - config.min_delta:
             state = state._replace(
                 best_params=state.params,
-                best_loss=jnp.asarray(monitor, jnp.float32),
+                best_loss=jnp.asarray(monitor, dtype),
                 bad_epochs=jnp.zeros((), jnp.int32),
             )
         else:

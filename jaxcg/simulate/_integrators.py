@@ -97,6 +97,8 @@ class Simulator(NamedTuple):
       steps_per_chunk: steps per call of ``run_chunk``.
       save_every: steps between saved frames.
       dt: timestep in ps.
+      dtype: the float dtype of positions, momenta, masses and kT in the state (the builder's
+        ``dtype``).
     """
 
     init: Callable[..., SimulationState]
@@ -106,6 +108,7 @@ class Simulator(NamedTuple):
     steps_per_chunk: int
     save_every: int
     dt: float
+    dtype: Any = jnp.float32
 
     def bind(self, **kwargs: Any) -> Simulator:
         """This simulator with call-time keywords fixed (``params=...``, ``kT=...``), for callers
@@ -135,6 +138,7 @@ def langevin(
     force_bound: float = 1.0e4,
     replica_block: int | str | None = "auto",
     replica_devices: Sequence[jax.Device] | str | None = "auto",
+    dtype: Any = jnp.float32,
 ) -> Simulator:
     """Langevin (BAOAB, jax-md ``nvt_langevin``) dynamics of R replicas.
 
@@ -160,10 +164,13 @@ def langevin(
         when there are several and they divide R (e.g. the host devices of
         ``jaxcg.devices.use_host_devices`` on a multi-core CPU), else the default device.
         Results do not depend on it.
+      dtype: float dtype of the state (positions, momenta, masses, kT): float32 (default), or
+        float64 with 64-bit JAX enabled (``jax.config.update("jax_enable_x64", True)``); the
+        energy should compute in the same dtype.
     """
     return _stochastic(
         jmd_simulate.nvt_langevin, True, energy_fn, masses, temperature, dt, friction, steps_per_chunk,
-        save_every, shift_fn, neighbor_fn, force_bound, replica_block, replica_devices,
+        save_every, shift_fn, neighbor_fn, force_bound, replica_block, replica_devices, dtype,
     )
 
 
@@ -181,6 +188,7 @@ def brownian(
     force_bound: float = 1.0e4,
     replica_block: int | str | None = "auto",
     replica_devices: Sequence[jax.Device] | str | None = "auto",
+    dtype: Any = jnp.float32,
 ) -> Simulator:
     """Overdamped Brownian (jax-md ``brownian``) dynamics of R replicas.
 
@@ -190,7 +198,7 @@ def brownian(
     """
     return _stochastic(
         jmd_simulate.brownian, False, energy_fn, masses, temperature, dt, friction, steps_per_chunk,
-        save_every, shift_fn, neighbor_fn, force_bound, replica_block, replica_devices,
+        save_every, shift_fn, neighbor_fn, force_bound, replica_block, replica_devices, dtype,
     )
 
 
@@ -207,8 +215,10 @@ def nve(
     force_bound: float = 1.0e4,
     replica_block: int | str | None = "auto",
     replica_devices: Sequence[jax.Device] | str | None = "auto",
+    dtype: Any = jnp.float32,
 ) -> Simulator:
-    """Velocity-Verlet (jax-md ``nve``) dynamics; ``temperature`` (K) draws the initial momenta."""
+    """Velocity-Verlet (jax-md ``nve``) dynamics; ``temperature`` (K) draws the initial momenta.
+    Other arguments as for ``langevin``."""
     _check_positive(temperature=temperature, dt=dt, force_bound=force_bound)
     shift = space.free()[1] if shift_fn is None else shift_fn
     kT = kT_from_temperature(temperature)
@@ -220,7 +230,7 @@ def nve(
     return _make_simulator(
         energy_fn, init_fn, step_fn, masses, steps_per_chunk, save_every, dt, neighbor_fn,
         force_bound, has_momentum=True, thermostat=False, replica_block=replica_block,
-        replica_devices=replica_devices,
+        replica_devices=replica_devices, dtype=dtype,
     )
 
 
@@ -278,7 +288,7 @@ def _check_positive(**values: float) -> None:
 
 def _stochastic(
     jmd_builder, has_momentum, energy_fn, masses, temperature, dt, friction, steps_per_chunk, save_every,
-    shift_fn, neighbor_fn, force_bound, replica_block, replica_devices,
+    shift_fn, neighbor_fn, force_bound, replica_block, replica_devices, dtype,
 ) -> Simulator:
     """A Simulator from a jax-md thermostatted integrator builder (``nvt_langevin``, ``brownian``)."""
     _check_positive(temperature=temperature, dt=dt, friction=friction, force_bound=force_bound)
@@ -293,7 +303,7 @@ def _stochastic(
     return _make_simulator(
         energy_fn, init_fn, step_fn, masses, steps_per_chunk, save_every, dt, neighbor_fn,
         force_bound, has_momentum=has_momentum, thermostat=True, replica_block=replica_block,
-        replica_devices=replica_devices,
+        replica_devices=replica_devices, dtype=dtype,
     )
 
 
@@ -325,7 +335,18 @@ def _replica_block(replica_block: int | str | None, split: bool = False) -> int 
     return int(replica_block)
 
 
-def _call_kwargs(kwargs: dict[str, Any], thermostat: bool, where: str) -> tuple[dict, dict]:
+def _float_dtype(dtype: Any) -> np.dtype:
+    """``dtype`` as a numpy float dtype; float64 needs 64-bit JAX, else a clear error."""
+    dtype = np.dtype(dtype)
+    if dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise ValueError(f"dtype must be float32 or float64, got {dtype}")
+    if dtype == np.float64 and not jax.config.read("jax_enable_x64"):
+        raise ValueError("dtype float64 needs 64-bit JAX: jax.config.update('jax_enable_x64', True) "
+                         "(or the jax.enable_x64 context) before building the simulator")
+    return dtype
+
+
+def _call_kwargs(kwargs: dict[str, Any], thermostat: bool, where: str, dtype: Any) -> tuple[dict, dict]:
     """Split call-time keywords into (energy keywords, integrator keywords {"kT": ...})."""
     energy_kwargs = dict(kwargs)
     for reserved in ("neighbor", "dt"):
@@ -339,7 +360,7 @@ def _call_kwargs(kwargs: dict[str, Any], thermostat: bool, where: str) -> tuple[
     kT = energy_kwargs.pop("kT")
     if not thermostat:
         raise ValueError(f"{where}: kT cannot be given to NVE dynamics (no thermostat); give it to init")
-    return energy_kwargs, {"kT": jnp.asarray(kT, dtype=jnp.float32)}
+    return energy_kwargs, {"kT": jnp.asarray(kT, dtype=dtype)}
 
 
 def _per_replica(integrator_kwargs: dict, n_replicas: int, where: str) -> dict:
@@ -366,9 +387,10 @@ def _state_shardings(sim: SimulationState, sharding: SimulationState) -> Simulat
 
 def _make_simulator(
     energy_fn, init_fn, step_fn, masses, steps_per_chunk, save_every, dt, neighbor_fn,
-    force_bound, has_momentum, thermostat, replica_block="auto", replica_devices="auto",
+    force_bound, has_momentum, thermostat, replica_block="auto", replica_devices="auto", dtype=jnp.float32,
 ) -> Simulator:
-    masses = jnp.asarray(masses, dtype=jnp.float32)
+    dtype = _float_dtype(dtype)
+    masses = jnp.asarray(masses, dtype=dtype)
     if masses.ndim != 1 or not bool(jnp.all(masses > 0)):
         raise ValueError(f"masses must be a (N,) array of positive amu, got shape {masses.shape}")
     if save_every < 1 or steps_per_chunk < 1 or steps_per_chunk % save_every:
@@ -388,8 +410,8 @@ def _make_simulator(
         return {"neighbor": nbrs, **energy_kwargs} if use_nbrs else dict(energy_kwargs)
 
     def init(key: Array, positions: Array, neighbor: Any = None, **kwargs: Any) -> SimulationState:
-        energy_kwargs, integrator_kwargs = _call_kwargs(kwargs, True, "init")
-        positions = jnp.asarray(positions, dtype=jnp.float32)
+        energy_kwargs, integrator_kwargs = _call_kwargs(kwargs, True, "init", dtype)
+        positions = jnp.asarray(positions, dtype=dtype)
         if positions.ndim != 3 or positions.shape[1:] != (n_beads, 3):
             raise ValueError(
                 f"positions must have shape (R, {n_beads}, 3), got {positions.shape}"
@@ -512,7 +534,7 @@ def _make_simulator(
     chunk_on_devices: dict[tuple, Callable] = {}
 
     def run_chunk(sim: SimulationState, **kwargs: Any) -> tuple[SimulationState, ChunkRecord]:
-        energy_kwargs, integrator_kwargs = _call_kwargs(kwargs, thermostat, "run_chunk")
+        energy_kwargs, integrator_kwargs = _call_kwargs(kwargs, thermostat, "run_chunk", dtype)
         integrator_kwargs = _per_replica(integrator_kwargs, sim.alive.shape[0], "run_chunk")
         devices = _replica_devices(replica_devices, sim.alive.shape[0])
         if devices is None:
@@ -574,7 +596,7 @@ def _make_simulator(
         _standard_promotion(init), _standard_promotion(run_chunk),
         _standard_promotion(allocate) if use_nbrs else None,
         _standard_promotion(set_neighbors) if use_nbrs else None, int(steps_per_chunk), int(save_every),
-        float(dt),
+        float(dt), dtype,
     )
 
 
