@@ -86,8 +86,8 @@ def load_energy(folder: str | os.PathLike, filter_table: int | None = None) -> C
     ValueError. A truncated or corrupt model.json/model.npz raises a ValueError naming the file.
 
     ``filter_table=K`` tabulates the SchNet's filters on K grid intervals once (cubic Hermite,
-    see ``SchNet``): faster simulation, with a force error to check (about 4e-5 relative for
-    K = 256 on a CLN025 CA model); ``SchNet.filter_table_error`` reports the filter error."""
+    see ``SchNet``): faster simulation, with a force error to check;
+    ``SchNet.filter_table_error`` reports the filter error."""
     folder = Path(folder)
     for name in ("model.json", "model.npz"):
         if not (folder / name).exists():

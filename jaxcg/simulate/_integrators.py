@@ -154,11 +154,9 @@ def langevin(
       force_bound: kJ/mol/nm; a replica whose largest force component exceeds it is stopped.
       replica_block: step the replicas in blocks of this many (vmap within a block, a loop over
         blocks), None for all at once. Blocks keep a step's working set in the CPU's caches
-        (1.1× faster at 512 replicas of a 10-bead SchNet on a 2-core x86 CPU in
-        ``benchmarks/bench_simulate.py``); "auto" picks 64 on one CPU device, 16 per device when
-        the replicas are split over CPU devices (1.45x over 64 there with tabulated filters at
-        R = 512, measured with ``replica_devices`` on 2 host devices), None on accelerators.
-        Results do not depend on it.
+        (``benchmarks/bench_simulate.py`` measures it); "auto" picks 64 on one CPU device, 16 per
+        device when the replicas are split over CPU devices, None on accelerators. Results do not
+        depend on it.
       replica_devices: split the replicas over these devices (``shard_map``; each device steps
         its share, in blocks), None for the default device only. "auto" uses every local device
         when there are several and they divide R (e.g. the host devices of
