@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxcg._files import reading, refuse_existing
+from jaxcg._leaves import read_leaves, write_leaves
 from jaxcg.data import CGData
 from jaxcg.models import PriorPlusNet, SchNet
 from jaxcg.priors import Prior, PriorParams, PriorTerms
@@ -73,8 +74,7 @@ def save_model(
     folder = Path(folder)
     refuse_existing([folder / "model.npz", folder / "model.json"], "model files", overwrite, resume_hint=False)
     folder.mkdir(parents=True, exist_ok=True)
-    leaves = jax.tree.leaves(params)
-    np.savez(folder / "model.npz", **{f"leaf_{i:04d}": np.asarray(v) for i, v in enumerate(leaves)})
+    write_leaves(folder / "model.npz", jax.tree.leaves(params))
     (folder / "model.json").write_text(json.dumps({**spec, **(extra or {})}))
     return folder
 
@@ -98,7 +98,7 @@ def load_energy(folder: str | os.PathLike, filter_table: int | None = None) -> C
     n_beads = len(spec["bead_types"])
     template = model.init(jax.random.key(0), jnp.zeros((n_beads, 3), jnp.float32))
     with reading(folder / "model.npz", "model parameters"), np.load(folder / "model.npz") as archive:
-        leaves = [jnp.asarray(archive[f"leaf_{i:04d}"]) for i in range(len(archive.files))]
+        leaves = [jnp.asarray(leaf) for leaf in read_leaves(archive)]
     structure = jax.tree.structure(template)
     if structure.num_leaves != len(leaves):
         raise ValueError(f"{str(folder / 'model.npz')!r} holds {len(leaves)} arrays; the model needs {structure.num_leaves}")

@@ -442,7 +442,7 @@ def _make_simulator(
     forces_all = jax.jit(jax.vmap(lambda r, nb, kw: force_fn(r, neighbor=nb, **kw), in_axes=(0, 0, None)))
 
     def set_neighbors(sim: SimulationState, neighbor: Any, **kwargs: Any) -> SimulationState:
-        energy_kwargs, _ = _call_kwargs(kwargs, thermostat, "set_neighbors")
+        energy_kwargs, _ = _call_kwargs(kwargs, thermostat, "set_neighbors", dtype)
         positions = sim.integrator.position
         neighbor = _fitted(neighbor, positions)
         integrator = sim.integrator
