@@ -103,15 +103,18 @@ def test_neighbor_list_path_matches_dense(small_schnet):
 
 
 def test_energy_neighbors_refuses_a_dense_list():
-    """A Dense list (jaxcg.simulate.neighbor_list's format) has rows of neighbours, not pairs:
-    read as pairs it gave a wrong energy silently; it must be refused, by name."""
-    from jaxcg.simulate import neighbor_list
+    """A Dense list (jax-md's default format) has rows of neighbours, not pairs: read as pairs it
+    gave a wrong energy silently; it must be refused, by name."""
+    with jax.numpy_dtype_promotion("standard"):
+        from jax_md import partition, space
 
     model = SchNet(TYPES, features=8, rbf=8, cutoff=0.6)
     params = model.init(jax.random.key(0), jnp.asarray(_positions()))
     x = jnp.asarray(_positions(4))
-    displacement, _, dense_fn = neighbor_list(cutoff=0.6)
+    displacement, _ = space.free()
     with jax.numpy_dtype_promotion("standard"):
+        dense_fn = partition.neighbor_list(displacement, 1.0, 0.6, disable_cell_list=True,
+                                           format=partition.NeighborListFormat.Dense)
         dense = dense_fn.allocate(x)
     with pytest.raises(ValueError, match="OrderedSparse neighbour list .* got format Dense"):
         model.energy_neighbors(params, x, dense, displacement)

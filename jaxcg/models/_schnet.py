@@ -37,6 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxcg import neighbors
 from jaxcg.bond_graph import pairs_within_hops
 from jaxcg.geometry import norm
 from jaxcg.models._rbf import cosine_cutoff, gaussian_centers, gaussian_rbf
@@ -120,19 +121,6 @@ def hermite_interpolate(coefficients: jax.Array, r: jax.Array, spacing: float) -
     t = (u - index.astype(u.dtype))[:, None]
     c = _take(coefficients, index)
     return c[:, 0] + t * (c[:, 1] + t * (c[:, 2] + t * c[:, 3]))
-
-
-def _check_ordered_sparse(neighbor: Any) -> None:
-    """Refuse a neighbour list that is not a jax-md ``OrderedSparse`` list of shape (2, capacity)."""
-    form = getattr(neighbor, "format", None)
-    name = getattr(form, "name", repr(form))
-    if name != "OrderedSparse":
-        raise ValueError(
-            f"neighbor must be a jax-md OrderedSparse neighbour list (SchNet.neighbor_list builds one), got "
-            f"format {name}: its idx rows are not the pairs i < j, so the energy would be wrong"
-        )
-    if np.ndim(neighbor.idx) != 2 or np.shape(neighbor.idx)[0] != 2:
-        raise ValueError(f"neighbor.idx must have shape (2, capacity) (OrderedSparse), got {np.shape(neighbor.idx)}")
 
 
 class SchNet:
@@ -365,33 +353,18 @@ class SchNet:
     def neighbor_list(
         self, box: jax.Array | None = None, dr_threshold: float = 0.1, capacity_multiplier: float = 1.25
     ) -> tuple[Callable, Callable]:
-        """A jax-md ``OrderedSparse`` neighbour list for this model.
+        """``(displacement_fn, neighbor_fn)`` of a jax-md ``OrderedSparse`` list with this
+        model's cutoff (``jaxcg.neighbors.neighbor_list``).
 
         Args:
           box: periodic box side lengths (3,) nm, or None for free space.
           dr_threshold: skin in nm. capacity_multiplier: spare capacity on allocation.
 
-        Returns:
-          ``(displacement_fn, neighbor_fn)``; use ``neighbor_fn.allocate(x)`` on the host,
-          ``neighbor_fn.update(x, nbrs)`` inside jit, and check ``nbrs.did_buffer_overflow`` on the host
-          (re-allocate and redo the chunk if set).
+        Use ``neighbor_fn.allocate(x)`` on the host, ``neighbor_fn.update(x, nbrs)`` inside jit,
+        and check ``nbrs.did_buffer_overflow`` on the host (re-allocate and redo the chunk if set).
         """
-        # jax-md's import-time code mixes int and float arrays, which strict promotion rejects.
-        with jax.numpy_dtype_promotion("standard"):
-            from jax_md import partition, space
-
-        if box is None:
-            displacement, _ = space.free()
-            list_box = jnp.ones(3, self.dtype) * 1000.0
-            disable = True
-        else:
-            displacement, _ = space.periodic(jnp.asarray(box, self.dtype))
-            list_box, disable = jnp.asarray(box, self.dtype), False
-        neighbor_fn = partition.neighbor_list(
-            displacement, list_box, self.cutoff, dr_threshold=dr_threshold,
-            capacity_multiplier=capacity_multiplier, disable_cell_list=disable,
-            format=partition.NeighborListFormat.OrderedSparse,
-        )
+        displacement, _, neighbor_fn = neighbors.neighbor_list(
+            self.cutoff, dr_threshold, box, capacity_multiplier, dtype=self.dtype)
         return displacement, neighbor_fn
 
     def energy_neighbors(
@@ -401,7 +374,7 @@ class SchNet:
         """Energy in kJ/mol of x: (N, 3) nm over the pairs of a jax-md ``OrderedSparse`` list.
 
         ``displacement`` is the list's displacement function (default free space). Another
-        format (a ``Dense`` list, as ``jaxcg.simulate.neighbor_list`` builds, or ``Sparse``) is
+        format (a ``Dense`` or ``Sparse`` list, as jax-md builds by default) is
         refused with a ``ValueError``: its ``idx`` rows are not pairs. ``neighbor`` may be
         batched over replicas by ``jax.vmap``. ``tables`` as for ``energy``.
         """
@@ -410,18 +383,16 @@ class SchNet:
     def _neighbor_energy(
         self, network: SchNetNetwork, x: jax.Array, neighbor: Any, displacement: Callable | None, tables: Any
     ) -> jax.Array:
-        _check_ordered_sparse(neighbor)
+        ii, jj, valid = neighbors.pairs(neighbor, self.n_beads)
         self._check_x(x)
         x = x.astype(self.dtype)
-        i, j = neighbor.idx[0], neighbor.idx[1]
         n = self.n_beads
-        valid = (i < n) & (j < n)
         if len(self._exclusion_keys):
             keys = jnp.asarray(self._exclusion_keys)
-            flat = jnp.minimum(i, j) * n + jnp.maximum(i, j)
+            flat = jnp.minimum(ii, jj) * n + jnp.maximum(ii, jj)
             pos = jnp.clip(jnp.searchsorted(keys, flat), 0, len(keys) - 1)
             valid = valid & (keys[pos] != flat)
-        ii, jj = jnp.where(valid, i, 0), jnp.where(valid, j, 0)
+            ii, jj = jnp.where(valid, ii, 0), jnp.where(valid, jj, 0)
         if displacement is None:
             d = x[jj] - x[ii]
         else:

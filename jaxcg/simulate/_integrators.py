@@ -17,6 +17,7 @@ with jax.numpy_dtype_promotion("standard"):
     from jax_md import partition, space
     from jax_md import simulate as jmd_simulate
 
+from jaxcg.neighbors import neighbor_list  # noqa: F401  (re-exported by jaxcg.simulate)
 from jaxcg.units import BOLTZMANN_KJ_PER_MOL_K, kT_from_temperature
 
 Array = jax.Array
@@ -230,35 +231,6 @@ def nve(
         force_bound, has_momentum=True, thermostat=False, replica_block=replica_block,
         replica_devices=replica_devices, dtype=dtype,
     )
-
-
-@_standard_promotion
-def neighbor_list(
-    cutoff: float,
-    skin: float = 0.2,
-    box: float | np.ndarray | None = None,
-    capacity_multiplier: float = 1.25,
-) -> tuple[Callable, Callable, partition.NeighborListFns]:
-    """Displacement, shift and jax-md neighbour-list functions for free space or a periodic box.
-
-    Args:
-      cutoff: nm, the model's interaction cutoff. skin: nm, the list holds pairs within
-        cutoff + skin and is rebuilt once a bead moved more than skin / 2.
-      box: None for free space, else the periodic box side(s) in nm (scalar or (3,)).
-      capacity_multiplier: spare room allocated on top of the current occupancy.
-    """
-    _check_positive(cutoff=cutoff, skin=skin)
-    if box is None:
-        displacement, shift = space.free()
-        nbr_box, disable_cell_list = 1.0, True
-    else:
-        displacement, shift = space.periodic(jnp.asarray(box, dtype=jnp.float32))
-        nbr_box, disable_cell_list = jnp.asarray(box, dtype=jnp.float32), False
-    neighbor_fn = partition.neighbor_list(
-        displacement, nbr_box, cutoff, dr_threshold=skin, capacity_multiplier=capacity_multiplier,
-        disable_cell_list=disable_cell_list, format=partition.NeighborListFormat.Dense,
-    )
-    return displacement, shift, neighbor_fn
 
 
 def initial_positions(data: Any, n_replicas: int, key: Array) -> np.ndarray:
