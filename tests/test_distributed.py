@@ -81,6 +81,15 @@ def test_streamed_fit_equals_in_memory_fit(frames_file):
         fit(model.energy, params, source, f, config)
 
 
+def test_streamed_fit_names_a_nan_frame_read_from_disk(tmp_path):
+    x, f, _ = _frames(n_frames=32)
+    f[9, 1, 2] = np.nan
+    path = distributed.write_frames(tmp_path / "nan.h5", [(x, f)])
+    model, params, config = model_and_config()
+    with distributed.FrameFile(path) as source, pytest.raises(FloatingPointError, match=r"frames \[9\] hold NaN"):
+        fit(model.energy, params, source, None, config)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("localhost", 0))
