@@ -48,7 +48,8 @@ def initialize(
     """Join this process to a multi-process JAX run (``jax.distributed.initialize``).
 
     Call it first, before any JAX computation, in every process. On CPU the collectives
-    (the gradient all-reduce) use gloo over TCP.
+    (the gradient all-reduce) use gloo over TCP (``jax_cpu_collectives_implementation``, unless
+    set to "mpi" beforehand).
 
     Args:
       coordinator: ``"HOST:PORT"`` of process 0, reachable by every process; None with the
@@ -72,7 +73,8 @@ def initialize(
             raise ValueError(f"num_processes must be a positive integer, got {num_processes!r}")
         if isinstance(process_id, bool) or not isinstance(process_id, int) or not 0 <= process_id < num_processes:
             raise ValueError(f"process_id must be an integer in [0, {num_processes}), got {process_id!r}")
-    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    if jax.config.jax_cpu_collectives_implementation in (None, "", "none"):  # a choice of "mpi" stays
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(coordinator, num_processes, process_id, initialization_timeout=int(timeout_s))
 
 
