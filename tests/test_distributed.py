@@ -117,6 +117,16 @@ def _run_processes(commands: list[list[str]], env: dict, timeout: float) -> None
         pytest.fail(f"processes {[k for k, _ in bad]} failed or passed the {timeout:.0f} s timeout:\n{report}")
 
 
+def _launch(frames: Path, out_dir: Path, result: Path, *extra: str) -> None:
+    """The worker in 2 processes of one CPU device each, on a free localhost port."""
+    coordinator = f"localhost:{_free_port()}"
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=1",
+           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    commands = [[sys.executable, str(WORKER), str(frames), str(out_dir), str(result), coordinator, "2", str(k), *extra]
+                for k in range(2)]
+    _run_processes(commands, env, timeout=240)
+
+
 def test_two_processes_match_one_process(frames_file, tmp_path):
     """2 processes x 1 CPU device (gloo collectives) end with exactly the parameters of one
     process with 2 devices over the same batches: each device computes its half of the batch in
@@ -125,12 +135,7 @@ def test_two_processes_match_one_process(frames_file, tmp_path):
     path, (x, f, w) = frames_file
     model, params, config = model_and_config()
     result = tmp_path / "result.npz"
-    coordinator = f"localhost:{_free_port()}"
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=1",
-           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    commands = [[sys.executable, str(WORKER), str(path), str(tmp_path / "run"), str(result), coordinator, "2", str(k)]
-                for k in range(2)]
-    _run_processes(commands, env, timeout=240)
+    _launch(path, tmp_path / "run", result)
     with np.load(result) as saved:
         assert int(saved["devices"]) == 2
         got = [saved[f"params_{k}"] for k in range(len(jax.tree.leaves(params)))]
@@ -147,3 +152,16 @@ def test_two_processes_match_one_process(frames_file, tmp_path):
         for a, b in zip(jax.tree.leaves(two.state.params), got, strict=True):
             np.testing.assert_array_equal(a, b)
         assert two.history == history
+
+
+@pytest.mark.slow
+def test_two_processes_resume_after_a_kill_as_if_uninterrupted(frames_file, tmp_path):
+    path, _ = frames_file
+    _launch(path, tmp_path / "whole", tmp_path / "whole.npz")
+    _launch(path, tmp_path / "parts", tmp_path / "parts.npz", "2")  # stops after 2 of 3 epochs
+    assert len(json.loads((tmp_path / "parts" / "metrics.json").read_text())) == 2
+    _launch(path, tmp_path / "parts", tmp_path / "parts.npz", "0", "1")
+    with np.load(tmp_path / "whole.npz") as whole, np.load(tmp_path / "parts.npz") as parts:
+        assert sorted(whole.files) == sorted(parts.files)
+        for name in whole.files:
+            np.testing.assert_array_equal(whole[name], parts[name])
