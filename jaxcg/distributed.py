@@ -183,17 +183,19 @@ class FrameFile:
         return int(self.positions.shape[1])
 
     def read(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(positions (B, N, 3), forces (B, N, 3), weights (B,)) float32 of frame indices (B,),
-        in their order, repeats allowed; each contiguous run of frames is read as one slice."""
+        """(positions (B, N, 3) nm, forces (B, N, 3) kJ/mol/nm, weights (B,)) of frame indices
+        (B,), in their order, repeats allowed, in the file's dtypes (``write_frames``: float32,
+        float32, float64; weights 1.0 if the file has none); each contiguous run of frames is
+        read as one slice."""
         frames = np.asarray(frames, np.int64)
         unique, inverse = np.unique(frames, return_inverse=True)
         runs = np.split(unique, np.flatnonzero(np.diff(unique) != 1) + 1)
 
         def take(dataset: Any) -> np.ndarray:
             parts = [dataset[int(run[0]) : int(run[-1]) + 1] for run in runs]
-            return np.concatenate(parts).astype(np.float32)[inverse]
+            return np.concatenate(parts)[inverse]
 
-        weights = take(self.weights) if self.weights is not None else np.ones(len(frames), np.float32)
+        weights = take(self.weights) if self.weights is not None else np.ones(len(frames))
         return take(self.positions), take(self.forces), weights
 
     def close(self) -> None:

@@ -65,18 +65,27 @@ def test_initialize_refuses_partial_or_malformed_settings():
         distributed.initialize("localhost:1234", 2, 2)
 
 
-def test_streamed_fit_equals_in_memory_fit(frames_file):
-    """One process, 2 host devices: the batches read from disk give the in-memory run's params."""
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_streamed_fit_equals_in_memory_fit(frames_file, dtype):
+    """One process, 2 host devices: the batches read from disk give the in-memory run's params,
+    in the parameters' dtype."""
     if jax.local_device_count() < 2:
         pytest.skip("needs 2 host devices (tests/conftest.py)")
     path, (x, f, w) = frames_file
     model, params, config = model_and_config()
-    memory = fit(model.energy, params, x, f, config, weights=w, devices=jax.devices()[:2])
-    with distributed.FrameFile(path) as source:
-        streamed = fit(model.energy, params, source, None, config)
+    with jax.enable_x64(dtype == "float64"):
+        params = jax.tree.map(lambda p: jax.numpy.asarray(p, dtype), params)
+        memory = fit(model.energy, params, x, f, config, weights=w, devices=jax.devices()[:2])
+        with distributed.FrameFile(path) as source:
+            streamed = fit(model.energy, params, source, None, config)
     for a, b in zip(jax.tree.leaves(memory.state.params), jax.tree.leaves(streamed.state.params), strict=True):
+        assert a.dtype == b.dtype == dtype
         np.testing.assert_array_equal(a, b)
     assert memory.history == streamed.history
+
+def test_frame_file_takes_no_separate_forces_or_weights(frames_file):
+    path, (x, f, w) = frames_file
+    model, params, config = model_and_config()
     with distributed.FrameFile(path) as source, pytest.raises(ValueError, match="forces and weights must be None"):
         fit(model.energy, params, source, f, config)
 
