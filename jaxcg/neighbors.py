@@ -39,9 +39,11 @@ def neighbor_list(
       capacity_multiplier: spare room allocated on top of the current occupancy.
       dtype: float dtype of the box.
     """
-    for name, value in (("cutoff", cutoff), ("skin", skin), ("capacity_multiplier", capacity_multiplier)):
+    for name, value in (("cutoff", cutoff), ("capacity_multiplier", capacity_multiplier)):
         if not np.isfinite(value) or value <= 0:
             raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+    if not np.isfinite(skin) or skin < 0:
+        raise ValueError(f"skin must be a non-negative finite number (nm; 0 rebuilds every step), got {skin!r}")
     with jax.numpy_dtype_promotion("standard"):
         if box is None:
             displacement, shift = space.free()

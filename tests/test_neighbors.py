@@ -49,5 +49,7 @@ def test_schnet_and_simulator_build_the_same_list_and_other_formats_are_refused(
     assert _listed_pairs(a, 12) == _listed_pairs(b, 12) == _brute_force(np.asarray(x), 0.9)
     with pytest.raises(ValueError, match="OrderedSparse"):
         neighbors.pairs(dataclasses.replace(a, format=type(a.format).Dense), 12)
-    with pytest.raises(ValueError, match="skin must be a positive"):
-        neighbors.neighbor_list(cutoff=0.5, skin=0.0)
+    with pytest.raises(ValueError, match="skin must be a non-negative"):
+        neighbors.neighbor_list(cutoff=0.5, skin=-0.1)
+    with pytest.raises(ValueError, match="cutoff must be a positive"):
+        neighbors.neighbor_list(cutoff=0.0)
