@@ -187,3 +187,32 @@ def test_trained_on_two_molecules_runs_on_each_and_on_a_third(molecules, model_a
     assert model.for_molecule(part.topology).bead_types.tolist() == schnet.bead_types.tolist()
     with pytest.raises(ValueError, match="bead_types must have shape"):
         fit(model.energy, params, data.positions, data.forces, config, bead_types=data.types[:, :5])
+
+
+def test_cli_trains_one_model_on_two_datasets(tmp_path):
+    """`jaxcg train --data A.h5 --data B.h5`: the shared vocabulary in OUT/model.json, and each
+    molecule a plain saved model (its prior + the shared SchNet) that `load_energy` reads."""
+    from jaxcg.cli import main
+    from jaxcg.data import save_dataset
+    from jaxcg.reference import bundled_dataset
+    from jaxcg.saved_model import load_energy
+
+    paths = []
+    for name in ("alanine_dipeptide_vacuum", "water_dimer_flexible"):
+        paths.append(str(save_dataset(tmp_path / f"{name}.h5", bundled_dataset(name).subset(slice(0, 48)))))
+    out = tmp_path / "run"
+    assert main(["train", "--data", paths[0], "--data", paths[1], "--out", str(out), "--map", "basic",
+                 "--selection", "name CA or name N or (resname HOH and element O)", "--epochs", "1",
+                 "--features", "8", "--rbf", "8", "--blocks", "1", "--batch-size", "32", "--val-fraction", "0"]) == 0
+    import json
+
+    description = json.loads((out / "model.json").read_text())
+    assert description["transferable"] and description["n_beads"] == 3
+    assert BeadVocabulary.from_json(description["vocabulary"]).keys == (
+        ("ALA", "CA"), ("ALA", "N"), ("HOH", "O"), ("NME", "N"))
+    assert [m["folder"] for m in description["molecules"]] == ["molecule_0", "molecule_1"]
+    for k, n_beads in enumerate((3, 2)):
+        energy = load_energy(out / f"molecule_{k}")
+        assert energy.n_beads == n_beads and np.isfinite(float(energy(jnp.zeros((n_beads, 3)) + jnp.arange(n_beads, dtype=jnp.float32)[:, None] * 0.3)))
+    with pytest.raises(ValueError, match="several molecules: load one molecule's folder"):
+        load_energy(out)
