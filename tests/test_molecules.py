@@ -189,6 +189,7 @@ def test_trained_on_two_molecules_runs_on_each_and_on_a_third(molecules, model_a
         fit(model.energy, params, data.positions, data.forces, config, bead_types=data.types[:, :5])
 
 
+@pytest.mark.slow
 def test_cli_trains_one_model_on_two_datasets(tmp_path):
     """`jaxcg train --data A.h5 --data B.h5`: the shared vocabulary in OUT/model.json, and each
     molecule a plain saved model (its prior + the shared SchNet) that `load_energy` reads."""
