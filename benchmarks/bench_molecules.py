@@ -88,7 +88,7 @@ def main() -> None:
     data = {name: molecule(t, 4 * args.batch, k) for k, (name, t) in enumerate(trajs.items())}
     vocabulary = BeadVocabulary.from_topologies([t.topology for t in trajs.values()])
     padded = pad_molecules(list(data.values()), vocabulary)
-    model = TransferableSchNet(vocabulary, padded.n_beads, **SIZES)
+    model = TransferableSchNet(len(vocabulary), padded.n_beads, **SIZES)
     params = model.init(jax.random.key(0))
     optimizer = make_optimizer(TrainConfig(schedule="constant"), 1)
 
@@ -102,7 +102,7 @@ def main() -> None:
     rows = {}
     per_molecule = {}
     for name, cg in data.items():
-        net = model.for_molecule(cg)
+        net = model.for_molecule(vocabulary.types(cg.topology))
         step = jax.jit(make_train_step(net.energy, optimizer))
         batches = [Batch(jnp.asarray(cg.positions[i:i + args.batch]), jnp.asarray(cg.forces[i:i + args.batch]),
                          jnp.ones(args.batch)) for i in range(0, 4 * args.batch, args.batch)]

@@ -344,13 +344,13 @@ def _save_transferable(out, trained, loaded: list, spec, extra: dict) -> None:
     model = trained.model
     folders = []
     for k, (cg, made_from) in enumerate(loaded):
-        typed = dataclasses.replace(cg, bead_types=model.molecule_types(cg))
+        typed = dataclasses.replace(cg, bead_types=trained.vocabulary.types(cg.topology))
         saved = model_spec(typed, trained.priors[k], spec.features, spec.blocks, spec.rbf, spec.cutoff, 0)
         _, params = trained.molecule(k)
         _save_model_folder(out / f"molecule_{k}", {**saved, "n_types": model.n_types}, params,
                            {**extra, "cg": made_from})
         folders.append({"folder": f"molecule_{k}", **made_from})
-    description = {"format_version": MODEL_FORMAT_VERSION, "transferable": True, "vocabulary": model.vocabulary.to_json(), "n_beads": model.n_max,
+    description = {"format_version": MODEL_FORMAT_VERSION, "transferable": True, "vocabulary": trained.vocabulary.to_json(), "n_beads": model.n_max,
                    "features": spec.features, "blocks": spec.blocks, "rbf": spec.rbf, "cutoff": spec.cutoff,
                    "molecules": folders}
     save_model(out, description, trained.params, extra=extra, overwrite=True)

@@ -130,6 +130,7 @@ class TrainedTransferable:
     Attributes:
       model: the ``TransferableSchNet`` (padded energy, ``for_molecule``).
       params: its parameters (the same for every molecule).
+      vocabulary: the shared bead types.
       priors: each training molecule's fitted ``Prior`` (None without priors).
       topologies: each training molecule's CG topology.
       result: the ``TrainResult`` of the SchNet (history, final state).
@@ -138,6 +139,7 @@ class TrainedTransferable:
 
     model: TransferableSchNet
     params: Any
+    vocabulary: BeadVocabulary
     priors: list[Prior | None]
     topologies: list[Any]
     result: TrainResult
@@ -145,12 +147,17 @@ class TrainedTransferable:
 
     def molecule(self, k: int) -> tuple[Any, Any]:
         """(model, params) of training molecule ``k`` unpadded: ``PriorPlusNet(prior, SchNet)``
-        with ``{"prior", "net"}`` params, or the SchNet alone without a prior. Any other molecule
-        of the vocabulary: ``model.for_molecule(topology)`` with ``params`` (no prior)."""
-        net = self.model.for_molecule(self.topologies[k])
+        with ``{"prior", "net"}`` params, or the SchNet alone without a prior."""
+        net, params = self.for_molecule(self.topologies[k])
         if self.priors[k] is None:
-            return net, self.params
-        return PriorPlusNet(self.priors[k], net), {"prior": self.priors[k].params, "net": self.params}
+            return net, params
+        return PriorPlusNet(self.priors[k], net), {"prior": self.priors[k].params, "net": params}
+
+    def for_molecule(self, topology: Any) -> tuple[SchNet, Any]:
+        """(SchNet, params) of any molecule whose beads' (residue name, bead name) are in the
+        vocabulary (a CG topology; others are a ``ValueError`` naming them): the network alone,
+        without a prior, unpadded."""
+        return self.model.for_molecule(self.vocabulary.types(topology)), self.params
 
 
 def train_transferable_model(
@@ -192,11 +199,11 @@ def train_transferable_model(
         cg, forces=delta_forces(prior.energy, prior.params, np.asarray(cg.positions, np.float32), cg.forces))
         for cg, prior in zip(datasets, priors, strict=True)]
     data = pad_molecules(targets, vocabulary)
-    model = TransferableSchNet(data.vocabulary, data.n_beads, features=spec.features, blocks=spec.blocks,
+    model = TransferableSchNet(len(data.vocabulary), data.n_beads, features=spec.features, blocks=spec.blocks,
                                rbf=spec.rbf, cutoff=spec.cutoff)
     params = model.init(jax.random.key(seed))
     result = train.fit(model.energy, params, data.positions, data.forces, config, weights=data.weights,
                        out_dir=out_dir, resume=resume, progress=progress, devices=devices, overwrite=overwrite,
                        bead_types=data.types)
-    return TrainedTransferable(model, result.params, priors, [cg.topology for cg in datasets], result,
+    return TrainedTransferable(model, result.params, data.vocabulary, priors, [cg.topology for cg in datasets], result,
                                time.perf_counter() - start)

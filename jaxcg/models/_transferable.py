@@ -1,5 +1,6 @@
-"""A SchNet shared by several molecules (a transferable model): bead types from a shared
-vocabulary, frames padded to one bead count."""
+"""A SchNet shared by several molecules (a transferable model): bead types from one shared
+index space (``jaxcg.molecules.BeadVocabulary`` maps molecules into it), frames padded to one
+bead count."""
 
 from __future__ import annotations
 
@@ -8,35 +9,35 @@ from typing import Any
 import flax.nnx as nnx
 import jax
 import jax.numpy as jnp
-import mdtraj as md
 import numpy as np
 
-from jaxcg.data import CGData
 from jaxcg.models._schnet import SchNet
-from jaxcg.molecules import PAD, BeadVocabulary
 
 
 class TransferableSchNet:
-    """SchNet over the bead types of a ``BeadVocabulary``, for any molecule of those types.
+    """SchNet over a bead-type vocabulary shared by several molecules, for any molecule whose
+    beads have types in it.
 
     Two views of the same parameters:
 
     - padded (training on several molecules): ``energy(params, x, types)`` for x: (N_max, 3) nm
-      and types: (N_max,) int, ``PAD`` (−1) on padding beads. Every pair i < j of the N_max
+      and types: (N_max,) int, negative (``jaxcg.molecules.PAD``, −1) on padding beads. Every pair i < j of the N_max
       beads is listed once; a pair with a padding bead gets zero filters and padding beads'
       atom-wise outputs are left out, so the energy is that of the real beads alone and padding
       beads feel no force.
     - per molecule (simulation, a molecule never trained on, or one larger than N_max):
-      ``for_molecule(topology)`` is a plain ``SchNet`` with that molecule's types and no padding,
+      ``for_molecule(bead_types)`` is a plain ``SchNet`` with that molecule's types (from
+      ``BeadVocabulary.types(topology)``) and no padding,
       taking the same ``params``: parameters depend on the vocabulary size and the network sizes,
       never on the molecule.
 
     No bonded exclusions (``exclusion_hops=0``): the pair list is the same for every molecule.
     Priors are per molecule: train on each molecule's delta forces and add its prior at
-    simulation time (``PriorPlusNet(prior, model.for_molecule(topology))``), or train without.
+    simulation time (``PriorPlusNet(prior, model.for_molecule(types))``), or train without
+    (``jaxcg.pipeline.train_transferable_model`` does the former).
 
     Args:
-      vocabulary: the shared bead types.
+      n_types: size of the shared bead-type vocabulary (``len(BeadVocabulary)``).
       n_beads: N_max, the padded bead count.
       features: F, width of embeddings and filters (default 128).
       blocks: interaction blocks (default 2).
@@ -48,7 +49,7 @@ class TransferableSchNet:
 
     def __init__(
         self,
-        vocabulary: BeadVocabulary,
+        n_types: int,
         n_beads: int,
         features: int = 128,
         blocks: int = 2,
@@ -57,18 +58,14 @@ class TransferableSchNet:
         filter_table: int | None = None,
         dtype: Any = jnp.float32,
     ):
-        if not isinstance(vocabulary, BeadVocabulary):
-            raise TypeError(f"vocabulary must be a BeadVocabulary, got {type(vocabulary).__name__}")
-        self.vocabulary = vocabulary
+        if isinstance(n_types, bool) or not isinstance(n_types, int | np.integer) or n_types < 1:
+            raise ValueError(f"n_types must be a positive integer (the vocabulary size), got {n_types!r}")
+        self.n_types = int(n_types)
         self.n_max = int(n_beads)
         self.settings = {"features": features, "blocks": blocks, "rbf": rbf, "cutoff": cutoff,
                          "filter_table": filter_table, "dtype": dtype}
         # The padded model: a SchNet over N_max beads whose types are given per call.
-        self.padded = SchNet(np.zeros(self.n_max, np.int32), n_types=len(vocabulary), **self.settings)
-
-    @property
-    def n_types(self) -> int:
-        return len(self.vocabulary)
+        self.padded = SchNet(np.zeros(self.n_max, np.int32), n_types=self.n_types, **self.settings)
 
     def init(self, key: jax.Array, positions: jax.Array | None = None) -> dict[str, Any]:
         """Random parameters from ``key`` (those of ``SchNet.module(key)``); positions, if given,
@@ -79,11 +76,11 @@ class TransferableSchNet:
 
     def energy(self, params: dict[str, Any], x: jax.Array, types: jax.Array, tables: Any = None) -> jax.Array:
         """Energy in kJ/mol of the real beads of x: (N_max, 3) nm with types: (N_max,) int
-        (``PAD`` on padding beads). Pure and jittable; ``jax.vmap`` over (x, types) batches
+        (negative on padding beads). Pure and jittable; ``jax.vmap`` over (x, types) batches
         frames of different molecules in one compiled call."""
         if np.shape(types) != (self.n_max,):
             raise ValueError(f"types must have shape ({self.n_max},), got {np.shape(types)}")
-        real = types != PAD
+        real = types >= 0
         network = nnx.merge(self.padded._graphdef, params)
         return self.padded._dense_energy(network, x, tables, jnp.where(real, types, 0), real)
 
@@ -91,15 +88,8 @@ class TransferableSchNet:
         """The filter grid for ``energy(..., tables=)`` (models with ``filter_table`` only)."""
         return self.padded.filter_tables(params)
 
-    def molecule_types(self, molecule: md.Topology | CGData) -> np.ndarray:
-        """(N,) int32 vocabulary types of a molecule's beads (a CG topology, or a CGData with
-        one); a bead type outside the vocabulary is a ``ValueError`` naming it."""
-        topology = molecule.topology if isinstance(molecule, CGData) else molecule
-        if not isinstance(topology, md.Topology):
-            raise TypeError(f"molecule must be an mdtraj Topology or a CGData with a topology, got {type(molecule).__name__}")
-        return self.vocabulary.types(topology)
-
-    def for_molecule(self, molecule: md.Topology | CGData, max_pairs: int | None = None) -> SchNet:
-        """The plain ``SchNet`` of one molecule (a CG topology, or a CGData with one), taking this
-        model's params: its energy equals the padded ``energy`` of the molecule's frames."""
-        return SchNet(self.molecule_types(molecule), n_types=self.n_types, max_pairs=max_pairs, **self.settings)
+    def for_molecule(self, bead_types: np.ndarray, max_pairs: int | None = None) -> SchNet:
+        """The plain ``SchNet`` of one molecule with bead_types: (N,) int in [0, n_types) (e.g.
+        ``BeadVocabulary.types(topology)``), taking this model's params: its energy equals the
+        padded ``energy`` of the molecule's frames. ``max_pairs`` as in ``SchNet``."""
+        return SchNet(np.asarray(bead_types), n_types=self.n_types, max_pairs=max_pairs, **self.settings)
