@@ -35,7 +35,8 @@ __version__ = "0.1.0"
 
 # Heavier stages load on first use: ``jaxcg.models``, ``jaxcg.train``, ``jaxcg.simulate``, ...
 _SUBMODULES = (
-    "analysis", "distributed", "evaluate", "experiments", "export", "geometry", "joint", "models", "optim", "pipeline",
+    "analysis", "distributed", "evaluate", "experiments", "export", "geometry", "joint", "models", "molecules", "optim",
+    "pipeline",
     "priors",
     "reference",
     "saved_model", "simulate", "train",

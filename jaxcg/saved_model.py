@@ -48,11 +48,16 @@ def model_spec(
 
 def build_model(spec: dict[str, Any], filter_table: int | None = None) -> tuple[Any, SchNet, Prior | None]:
     """(model, net, prior) from a spec: PriorPlusNet when the spec has a prior, else the SchNet
-    (with tabulated filters on ``filter_table`` grid intervals if given)."""
+    (with tabulated filters on ``filter_table`` grid intervals if given). ``n_types`` (optional):
+    the size of the bead-type vocabulary, for a molecule of a model of several molecules."""
     version = spec.get("format_version", 1)
     if version != MODEL_FORMAT_VERSION:
         raise ValueError(f"model format_version {version} is not supported (this jaxcg reads {MODEL_FORMAT_VERSION})")
-    net = SchNet(np.asarray(spec["bead_types"]), features=spec["features"],
+    if spec.get("transferable"):
+        folders = [m["folder"] for m in spec.get("molecules", [])]
+        raise ValueError(f"this is a model of several molecules: load one molecule's folder ({', '.join(folders)}), "
+                         "or build jaxcg.models.TransferableSchNet from its vocabulary")
+    net = SchNet(np.asarray(spec["bead_types"]), n_types=spec.get("n_types"), features=spec["features"],
                  blocks=spec["blocks"], rbf=spec["rbf"], cutoff=spec["cutoff"],
                  bonds=np.asarray(spec["bonds"]).reshape(-1, 2), exclusion_hops=spec["exclusion_hops"],
                  filter_table=filter_table)

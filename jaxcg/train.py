@@ -49,11 +49,13 @@ ProgressFn = Callable[[int, int, int, "dict[str, float] | None"], None]
 
 class Batch(NamedTuple):
     """A minibatch: positions (B, N, 3) nm, forces (B, N, 3) kJ/mol/nm, weights (B,) (0 marks
-    padding frames)."""
+    padding frames); types (B, N) int per-frame bead types of padded molecules (−1 marks padding
+    beads; ``jaxcg.molecules``), or None for one molecule."""
 
     positions: jax.Array
     forces: jax.Array
     weights: jax.Array
+    types: jax.Array | None = None
 
 
 class TrainState(NamedTuple):
@@ -144,13 +146,24 @@ class TrainResult(NamedTuple):
 
 
 def force_matching_loss(energy: EnergyFn, params: Params, batch: Batch) -> jax.Array:
-    """Σ_t w_t Σ_i ‖f_ti − F_ti‖² / (N Σ_t w_t), (kJ/mol/nm)²; F = −∂U/∂x of each frame."""
+    """Σ_t w_t Σ_i ‖f_ti − F_ti‖² / (N Σ_t w_t), (kJ/mol/nm)²; F = −∂U/∂x of each frame.
+
+    With ``batch.types`` (padded molecules), the energy is ``energy(params, x, types)`` and each
+    frame's error is its mean over its real beads: Σ_t w_t (Σ_{i real} ‖f_ti − F_ti‖² / n_t) / Σ_t w_t,
+    so a mixed batch gives the frame-weighted mean of each molecule's own loss.
+    """
+    args = (batch.positions,) if batch.types is None else (batch.positions, batch.types)
 
     def total_energy(x: jax.Array) -> jax.Array:
-        return jnp.sum(jax.vmap(energy, in_axes=(None, 0))(params, x))
+        return jnp.sum(jax.vmap(energy, in_axes=(None,) + (0,) * len(args))(params, x, *args[1:]))
 
     model_forces = -jax.grad(total_energy)(batch.positions)
-    err = jnp.sum((batch.forces - model_forces) ** 2, axis=(1, 2))
+    squared = (batch.forces - model_forces) ** 2
+    if batch.types is not None:
+        real = batch.types >= 0
+        err = jnp.sum(jnp.where(real[..., None], squared, jnp.zeros_like(squared)), axis=(1, 2))
+        return jnp.sum(batch.weights * err / jnp.sum(real, axis=1).astype(err.dtype)) / jnp.sum(batch.weights)
+    err = jnp.sum(squared, axis=(1, 2))
     n_beads = batch.positions.shape[1]
     return jnp.sum(batch.weights * err) / (n_beads * jnp.sum(batch.weights))
 
@@ -391,11 +404,13 @@ class _DeviceFeed:
     """The batches of ``fit`` gathered from frames copied to the device(s) once: a step receives
     only its number (``train_step(state, s)`` after ``start_epoch(order)``)."""
 
-    def __init__(self, positions, forces, frame_w, step, evaluate, train_table, val_table, replicated, sharded):
+    def __init__(self, positions, forces, frame_w, step, evaluate, train_table, val_table, replicated, sharded,
+                 bead_types=None):
         dtype = frame_w.dtype  # the parameters' dtype (jaxcg.dtypes)
-        self.frames = jax.device_put(
-            optim.Batch((np.asarray(positions, dtype), np.asarray(forces, dtype)), frame_w), replicated
-        )
+        data = (np.asarray(positions, dtype), np.asarray(forces, dtype))
+        if bead_types is not None:  # several molecules padded (``fit(bead_types=)``)
+            data += (np.asarray(bead_types, np.int32),)
+        self.frames = jax.device_put(optim.Batch(data, frame_w), replicated)
         self.train_table = jax.device_put(train_table, replicated)
         self.val_table = None if val_table[0] is None else jax.device_put(val_table, replicated)
         self.replicated = replicated
@@ -403,7 +418,7 @@ class _DeviceFeed:
         def batch_at(frames: optim.Batch, table: jax.Array, mask: jax.Array, b: jax.Array) -> Batch:
             """Batch b of a (S, B) frame table, gathered from the device-resident frames."""
             picked = optim.gather(frames.data, frames.weights, table[b], mask[b])
-            batch = Batch(picked.data[0], picked.data[1], picked.weights)
+            batch = Batch(picked.data[0], picked.data[1], picked.weights, *picked.data[2:])
             return jax.lax.with_sharding_constraint(batch, sharded)
 
         def train_step(state, frames, table, mask, order, s):
@@ -452,6 +467,7 @@ def fit(
     progress: ProgressFn | None = None,
     devices: list[jax.Device] | str | None = None,
     overwrite: bool = False,
+    bead_types: np.ndarray | None = None,
 ) -> TrainResult:
     """Train ``params`` of ``energy`` by force matching.
 
@@ -481,6 +497,10 @@ def fit(
         device; "auto": every local device if their number divides ``batch_size``, else the
         first (``benchmarks/bench_train.py`` measures the gain). With a ``FrameFile``, None and
         "auto" mean every device of every process (``jax.devices()``).
+      bead_types: (T, N) int bead types of each frame for several molecules padded to N beads
+        (``jaxcg.molecules.pad_molecules``; −1 marks padding beads): ``energy`` is then called
+        as ``energy(params, x, types)`` (``TransferableSchNet.energy``) and the loss averages
+        each frame over its real beads. None (default): one molecule, ``energy(params, x)``.
 
     Returns:
       TrainResult with the best-validation parameters.
@@ -501,6 +521,10 @@ def fit(
         forces = np.asarray(forces)
     devices = _training_devices(devices, config.batch_size)
     _check_inputs(positions, forces, weights, config, len(devices), _model_n_beads(energy))
+    if bead_types is not None and source is not None:
+        raise ValueError("bead_types (several molecules) is not supported with a FrameFile: pass the padded arrays")
+    if bead_types is not None and np.shape(bead_types) != positions.shape[:2]:
+        raise ValueError(f"bead_types must have shape {positions.shape[:2]} (T, N), got {np.shape(bead_types)}")
     dtype = params_dtype(params)  # the frames are cast to the parameters' dtype (jaxcg.dtypes)
     train_idx, val_idx = block_split(len(positions), config.val_fraction, config.n_blocks, config.seed)
     train_batches, train_mask = _batches(train_idx, config.batch_size)
@@ -557,7 +581,7 @@ def fit(
     tables = (train_batches, train_mask), (val_batches, val_mask)
     if source is None:
         frame_w = np.ones(len(positions), dtype) if weights is None else np.asarray(weights, dtype)
-        feed = _DeviceFeed(positions, forces, frame_w, step, evaluate, *tables, replicated, sharded)
+        feed = _DeviceFeed(positions, forces, frame_w, step, evaluate, *tables, replicated, sharded, bead_types)
     else:
         from jaxcg.distributed import _StreamFeed
 

@@ -90,11 +90,16 @@ class SchNetNetwork(nnx.Module):
         """Each block's (P, F) filters for rbf: (P, K) and envelope: (P,)."""
         return [block.filter(rbf, envelope) for block in self.blocks()]
 
-    def __call__(self, types: jax.Array, filters: list[jax.Array], aggregate) -> jax.Array:
+    def __call__(self, types: jax.Array, filters: list[jax.Array], aggregate, mask: jax.Array | None = None) -> jax.Array:
+        """Energy from types (N,), each block's per-pair filters and ``aggregate``; ``mask``: (N,)
+        bool, the beads whose atom-wise outputs are summed (None: all)."""
         h = self.embedding(types)
         for block, w in zip(self.blocks(), filters, strict=True):
             h = block(h, w, aggregate)
-        return jnp.sum(self.out_2(shifted_softplus(self.out_1(h))))
+        out = self.out_2(shifted_softplus(self.out_1(h)))
+        if mask is not None:
+            out = jnp.where(mask[:, None], out, jnp.zeros_like(out))
+        return jnp.sum(out)
 
 
 def _take(table: jax.Array, index: jax.Array) -> jax.Array:
@@ -270,8 +275,10 @@ class SchNet:
         return error / max(float(jnp.max(jnp.abs(w))) for w in exact)
 
     def _apply(self, network: SchNetNetwork, r: jax.Array, envelope_mask: jax.Array | None, aggregate,
-               tables: Any) -> jax.Array:
-        """Energy from pair distances r: (P,) nm (pairs masked out by ``envelope_mask``)."""
+               tables: Any, types: jax.Array | None = None, bead_mask: jax.Array | None = None) -> jax.Array:
+        """Energy from pair distances r: (P,) nm (pairs masked out by ``envelope_mask``); ``types``
+        (N,) replace the model's bead types and ``bead_mask`` (N,) bool selects the beads whose
+        outputs count (padded models, ``TransferableSchNet``)."""
         if self.filter_table is None:
             if tables is not None:
                 self._checked_tables(tables)
@@ -288,7 +295,8 @@ class SchNet:
             filters = [hermite_interpolate(c, r, spacing) for c in coefficients]
             if envelope_mask is not None:
                 filters = [jnp.where(envelope_mask[:, None], w, jnp.zeros_like(w)) for w in filters]
-        return network(jnp.asarray(self.bead_types), filters, aggregate)
+        types = jnp.asarray(self.bead_types) if types is None else types
+        return network(types, filters, aggregate, bead_mask)
 
     def _check_x(self, x: jax.Array) -> None:
         """The model's bead count is fixed: x of another shape is refused (at trace time)."""
@@ -307,18 +315,22 @@ class SchNet:
         """
         return self._dense_energy(nnx.merge(self._graphdef, params), x, tables)
 
-    def _dense_energy(self, network: SchNetNetwork, x: jax.Array, tables: Any) -> jax.Array:
+    def _dense_energy(self, network: SchNetNetwork, x: jax.Array, tables: Any, types: jax.Array | None = None,
+                      bead_mask: jax.Array | None = None) -> jax.Array:
+        """Dense-pair energy; with ``bead_mask`` (N,) bool, pairs with a masked-out bead have zero
+        filters and masked-out beads' outputs do not count (see ``_apply``)."""
         self._check_x(x)
         x = x.astype(self.dtype)
         i, j = self.pair_i, self.pair_j
         r = norm(x[j] - x[i])
+        pair_mask = None if bead_mask is None else bead_mask[i] & bead_mask[j]
         if self.max_pairs is None:
-            return self._apply(network, r, None, self._aggregate(i, j), tables)
-        within = r < self.cutoff
+            return self._apply(network, r, pair_mask, self._aggregate(i, j), tables, types, bead_mask)
+        within = r < self.cutoff if pair_mask is None else (r < self.cutoff) & pair_mask
         (selected,) = jnp.nonzero(within, size=self.max_pairs, fill_value=0)
         valid = jnp.arange(self.max_pairs) < jnp.sum(within)
         ii, jj = jnp.asarray(i)[selected], jnp.asarray(j)[selected]
-        return self._apply(network, r[selected], valid, self._aggregate(ii, jj), tables)
+        return self._apply(network, r[selected], valid, self._aggregate(ii, jj), tables, types, bead_mask)
 
     def pair_overflow(self, x: jax.Array) -> jax.Array:
         """() bool: x (N, 3) nm has more (non-excluded) pairs within the cutoff than ``max_pairs``,
