@@ -35,7 +35,9 @@ __version__ = "0.1.0"
 
 # Heavier stages load on first use: ``jaxcg.models``, ``jaxcg.train``, ``jaxcg.simulate``, ...
 _SUBMODULES = (
-    "analysis", "evaluate", "experiments", "export", "geometry", "joint", "models", "optim", "pipeline", "priors",
+    "analysis", "distributed", "evaluate", "experiments", "export", "geometry", "joint", "models", "molecules", "optim",
+    "pipeline",
+    "priors",
     "reference", "relative_entropy",
     "saved_model", "simulate", "train",
 )

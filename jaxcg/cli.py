@@ -87,6 +87,18 @@ def _selected_atoms(topology, selection: str, option: str, source: str):
     return atoms
 
 
+class _DataPaths(argparse.Action):
+    """``--data A`` keeps one path (a str); ``--data A B`` or ``--data A --data B`` gives a list.
+    Paths given on the command line replace a ``--config`` default."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        current = getattr(namespace, self.dest, None)
+        given = [] if current is None or current is parser.get_default(self.dest) else (
+            [current] if isinstance(current, str) else list(current))
+        paths = given + list(values)
+        setattr(namespace, self.dest, paths[0] if len(paths) == 1 else paths)
+
+
 def _add_train_parser(subparsers: argparse._SubParsersAction) -> None:
     """`jaxcg train ...`: force matching of a CG model (jaxcg.train)."""
     parser = subparsers.add_parser(
@@ -96,12 +108,15 @@ def _add_train_parser(subparsers: argparse._SubParsersAction) -> None:
         "delta forces (mapped minus prior forces) with Adam. Writes OUT/metrics.json|csv, "
         "OUT/checkpoints/ (orbax, one per epoch; --resume continues exactly), OUT/model.npz + "
         "OUT/model.json (the best parameters) and OUT/energy.py (for `jaxcg simulate --energy "
-        "OUT/energy.py:energy`).",
+        "OUT/energy.py:energy`). With several --data (all-atom .h5 datasets): one SchNet for every "
+        "molecule, beads typed by (residue name, atom name) in a shared vocabulary (in "
+        "OUT/model.json), a prior per molecule, and OUT/molecule_K/ (model + energy.py) for each.",
     )
-    parser.add_argument("--data", required=True,
+    parser.add_argument("--data", required=True, nargs="+", action=_DataPaths,
                         help="CG data .npz (positions (T, N, 3) nm, forces (T, N, 3) kJ/mol/nm, "
                         "bead_types (N,), bonds (B, 2), temperature K) or an all-atom jaxcg "
-                        "dataset .h5 mapped with --map/--selection")
+                        "dataset .h5 mapped with --map/--selection; several .h5 datasets (--data A B "
+                        "or --data A --data B) train one model of several molecules")
     parser.add_argument("--map", choices=["slice", "basic", "optimal"], default="optimal",
                         help="force map for an .h5 dataset (default optimal: the valid map of least "
                         "noise; slice is invalid under constraints)")
@@ -222,7 +237,7 @@ def _train_run(args: argparse.Namespace) -> int:
         refuse_changed_settings,
         refuse_existing,
     )
-    from jaxcg.saved_model import model_spec, save_model
+    from jaxcg.saved_model import model_spec
 
     out = Path(args.out)
     try:
@@ -239,7 +254,13 @@ def _train_run(args: argparse.Namespace) -> int:
             with reading(settings_path, "training settings"):
                 stored = json.loads(settings_path.read_text())
             refuse_changed_settings(out, stored, settings, _TRAIN_RESUME_KEYS)
-        cg, made_from = _train_load_cg(args)
+        paths = [args.data] if isinstance(args.data, str) else list(args.data)
+        if len(paths) > 1 and any(path.endswith(".npz") for path in paths):
+            raise ValueError("several --data must all be all-atom .h5 datasets (their topologies give the bead types)")
+        if len(paths) > 1 and args.exclusion_hops:
+            raise ValueError(f"--exclusion-hops must be 0 with several --data, got {args.exclusion_hops}")
+        loaded = [_train_load_cg(argparse.Namespace(**{**vars(args), "data": path})) for path in paths]
+        cg, made_from = loaded[0]
     except (ValueError, OSError, KeyError, TypeError) as err:
         print(f"jaxcg train: error: {err}", file=sys.stderr)
         return 2
@@ -270,31 +291,69 @@ def _train_run(args: argparse.Namespace) -> int:
             bar.set_postfix({k: f"{v:.4g}" for k, v in metrics.items() if k != "epoch"})
             bar.update(epoch + 1 - bar.n)
 
+        devices = jax.local_devices()[: args.devices] if args.devices else "auto"
         try:
-            trained = pipeline.train_cg_model(
-                cg, spec, config, seed=args.seed, out_dir=out, resume=args.resume, progress=progress,
-                devices=jax.local_devices()[: args.devices] if args.devices else "auto", overwrite=args.overwrite,
-            )
+            if len(loaded) > 1:
+                trained = pipeline.train_transferable_model(
+                    [c for c, _ in loaded], spec, config, seed=args.seed, out_dir=out, resume=args.resume,
+                    progress=progress, devices=devices, overwrite=args.overwrite)
+            else:
+                trained = pipeline.train_cg_model(
+                    cg, spec, config, seed=args.seed, out_dir=out, resume=args.resume, progress=progress,
+                    devices=devices, overwrite=args.overwrite,
+                )
         except (ValueError, FloatingPointError, OSError) as err:
             print(f"jaxcg train: error: {err}", file=sys.stderr)
             return 2
-    if trained.prior is not None and trained.prior.profiles:
-        from jaxcg.analysis import plot_prior_profiles
+    extra = {"train": dataclasses.asdict(config)}
+    if len(loaded) > 1:
+        _save_transferable(out, trained, loaded, spec, extra)
+    else:
+        if trained.prior is not None and trained.prior.profiles:
+            from jaxcg.analysis import plot_prior_profiles
 
-        plot_prior_profiles(trained.prior.profiles, out / "prior_profiles")
-    saved = model_spec(cg, trained.prior, spec.features, spec.blocks, spec.rbf, spec.cutoff, spec.exclusion_hops)
-    save_model(out, saved, trained.params, extra={"train": dataclasses.asdict(config), "cg": made_from},
-               overwrite=True)
-    (out / "energy.py").write_text(
+            plot_prior_profiles(trained.prior.profiles, out / "prior_profiles")
+        saved = model_spec(cg, trained.prior, spec.features, spec.blocks, spec.rbf, spec.cutoff, spec.exclusion_hops)
+        _save_model_folder(out, saved, trained.params, {**extra, "cg": made_from})
+    history = trained.result.history
+    best = min((row.get("val_loss", row["train_loss"]) for row in history), default=float("nan"))
+    print(f"wrote {out} ({len(history)} epochs, best loss {best:.4g} (kJ/mol/nm)^2)")
+    return 0
+
+
+def _save_model_folder(folder, saved: dict, params, extra: dict) -> None:
+    """FOLDER/model.json + model.npz (``save_model``) and FOLDER/energy.py for `jaxcg simulate`."""
+    from jaxcg.saved_model import save_model
+
+    save_model(folder, saved, params, extra=extra, overwrite=True)
+    (folder / "energy.py").write_text(
         '"""Energy of the CG model trained here, for `jaxcg simulate --energy energy.py:energy`."""\n'
         "from pathlib import Path\n\nfrom jaxcg.saved_model import load_energy\n\n\n"
         "def energy(filter_table=None):\n"
         "    return load_energy(Path(__file__).resolve().parent, filter_table=filter_table)\n"
     )
-    history = trained.result.history
-    best = min((row.get("val_loss", row["train_loss"]) for row in history), default=float("nan"))
-    print(f"wrote {out} ({len(history)} epochs, best loss {best:.4g} (kJ/mol/nm)^2)")
-    return 0
+
+
+def _save_transferable(out, trained, loaded: list, spec, extra: dict) -> None:
+    """OUT/model.json (the shared vocabulary, the molecules) + model.npz (the SchNet), and one
+    OUT/molecule_K/ per training molecule: its prior + the shared SchNet, a plain saved model."""
+    import dataclasses
+
+    from jaxcg.saved_model import MODEL_FORMAT_VERSION, model_spec, save_model
+
+    model = trained.model
+    folders = []
+    for k, (cg, made_from) in enumerate(loaded):
+        typed = dataclasses.replace(cg, bead_types=trained.vocabulary.types(cg.topology))
+        saved = model_spec(typed, trained.priors[k], spec.features, spec.blocks, spec.rbf, spec.cutoff, 0)
+        _, params = trained.molecule(k)
+        _save_model_folder(out / f"molecule_{k}", {**saved, "n_types": model.n_types}, params,
+                           {**extra, "cg": made_from})
+        folders.append({"folder": f"molecule_{k}", **made_from})
+    description = {"format_version": MODEL_FORMAT_VERSION, "transferable": True, "vocabulary": trained.vocabulary.to_json(), "n_beads": model.n_max,
+                   "features": spec.features, "blocks": spec.blocks, "rbf": spec.rbf, "cutoff": spec.cutoff,
+                   "molecules": folders}
+    save_model(out, description, trained.params, extra=extra, overwrite=True)
 
 
 def _add_simulate_parser(subparsers: argparse._SubParsersAction) -> None:

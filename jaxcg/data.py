@@ -514,6 +514,36 @@ def content_hash(positions: np.ndarray, forces: np.ndarray) -> str:
     return digest.hexdigest()
 
 
+def write_dataset_layout(
+    handle: Any, positions: np.ndarray, forces: np.ndarray, constraints: np.ndarray, topology_pdb: str,
+    temperature: float, metadata: dict, weights: np.ndarray | None = None, chunk_frames: int | None = None,
+) -> None:
+    """Write the jaxcg dataset layout into an open, empty HDF5 file ``handle`` (the one place
+    that knows it; ``save_dataset`` and ``jaxcg.reference`` both use it).
+
+    ``positions``/``forces``: (T, n, 3) nm and kJ/mol/nm, stored float32, gzip-compressed and
+    extendable along frames (``maxshape=(None, n, 3)``, chunks of ``chunk_frames`` frames when
+    given) so that a generator can append; constraints (K, 2) atom pairs; ``temperature`` in K;
+    ``metadata`` stored as JSON. Sets ``format_version`` and the ``content_hash`` of the frames.
+    """
+    positions, forces = np.asarray(positions, np.float32), np.asarray(forces, np.float32)
+    n_atoms = positions.shape[1]
+    opts: dict[str, Any] = {"compression": "gzip", "compression_opts": 4, "shuffle": True,
+                            "maxshape": (None, n_atoms, 3)}
+    if chunk_frames is not None:
+        opts["chunks"] = (max(1, int(chunk_frames)), n_atoms, 3)
+    handle.create_dataset("positions", data=positions, **opts)
+    handle.create_dataset("forces", data=forces, **opts)
+    handle.create_dataset("constraints", data=np.asarray(constraints, dtype=np.int64).reshape(-1, 2))
+    if weights is not None:
+        handle.create_dataset("weights", data=np.asarray(weights, dtype=np.float64))
+    handle.attrs["topology_pdb"] = topology_pdb
+    handle.attrs["temperature"] = float(temperature)
+    handle.attrs["format_version"] = DATASET_FORMAT_VERSION
+    handle.attrs["content_hash"] = content_hash(positions, forces)
+    handle.attrs["metadata"] = json.dumps(metadata, default=str)
+
+
 def save_dataset(
     path: str | os.PathLike, data: AtomisticData, metadata: dict | None = None, overwrite: bool = False
 ) -> Path:
@@ -534,19 +564,10 @@ def save_dataset(
     forces = np.asarray(data.forces, dtype=np.float32)
     meta = {**data.metadata, **(metadata or {})}
     tmp = path.with_name(path.name + ".tmp")
+    constraints = np.zeros((0, 2), np.int64) if data.constraints is None else data.constraints
     with h5py.File(tmp, "w") as handle:
-        opts = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
-        handle.create_dataset("positions", data=positions, **opts)
-        handle.create_dataset("forces", data=forces, **opts)
-        constraints = np.zeros((0, 2), np.int64) if data.constraints is None else data.constraints
-        handle.create_dataset("constraints", data=np.asarray(constraints, dtype=np.int64))
-        if data.weights is not None:
-            handle.create_dataset("weights", data=np.asarray(data.weights, dtype=np.float64))
-        handle.attrs["topology_pdb"] = _topology_to_pdb(data.topology, positions)
-        handle.attrs["temperature"] = float(data.temperature)
-        handle.attrs["format_version"] = DATASET_FORMAT_VERSION
-        handle.attrs["content_hash"] = content_hash(positions, forces)
-        handle.attrs["metadata"] = json.dumps(meta, default=str)
+        write_dataset_layout(handle, positions, forces, constraints, _topology_to_pdb(data.topology, positions),
+                             data.temperature, meta, weights=data.weights)
     os.replace(tmp, path)
     return path
 

@@ -4,10 +4,8 @@ XLA runs one small computation (a training step of a CG SchNet, a block of repli
 device with poor use of a second core when its work is gathers and elementwise ops rather than
 large matmuls. Split into one device per core, the same work sharded over the devices (replicas
 in ``jaxcg.simulate`` by default, batches in ``jaxcg.train.fit(devices="auto")``) keeps every
-core busy. On a 2-core x86 CPU (``benchmarks/bench_simulate.py``, ``benchmarks/bench_train.py``):
-1.3x (exact filters) to 1.7x (tabulated filters) the replica-steps/s of a 10-bead SchNet, and
-1.4-1.5x the training frames/s with tabulated filters (0.9-1.05x with exact ones, whose per-pair
-matmuls already use both cores).
+core busy (``benchmarks/bench_simulate.py`` and ``benchmarks/bench_train.py`` measure the gain;
+docs/results has the figures).
 
 JAX reads the device count once, when it starts its backends (at the first computation), so
 ``use_host_devices`` must run before that; ``jaxcg``'s command line does so.

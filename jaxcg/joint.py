@@ -22,6 +22,7 @@ import numpy as np
 import optax
 
 from jaxcg.data import AtomisticData
+from jaxcg.dtypes import params_dtype
 from jaxcg.maps import MapParametrization, force_matrix, parametrized_map
 from jaxcg.maps._linear_map import LinearMap
 from jaxcg.models import force_fn
@@ -113,7 +114,8 @@ def fit_joint(
         },
         JointParams(theta="theta", model=jax.tree.map(lambda _: "model", model_params)),
     )
-    frames = (np.asarray(data.positions, np.float32), np.asarray(data.forces, np.float32))
+    dtype = params_dtype(model_params)  # the frames follow the model's dtype (jaxcg.dtypes)
+    frames = (np.asarray(data.positions, dtype), np.asarray(data.forces, dtype))
 
     def loss_fn(p: JointParams, batch) -> jax.Array:
         g = force_matrix(parametrization, p.theta)

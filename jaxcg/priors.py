@@ -31,13 +31,13 @@ where the molecule never goes. ``fit_prior`` keeps each term's profile (``TermPr
 
 from __future__ import annotations
 
-from collections import deque
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxcg.bond_graph import adjacency, hop_distances
 from jaxcg.data import CGData
 
 # The geometry of the terms (re-exported under the names this module has always had).
@@ -79,35 +79,6 @@ class PriorParams(NamedTuple):
     repulsion_k: jax.Array
 
 
-# ----------------------------------------------------------------------------- graph
-
-
-def _adjacency(n_beads: int, bonds: np.ndarray) -> list[list[int]]:
-    adjacency: list[list[int]] = [[] for _ in range(n_beads)]
-    for i, j in np.asarray(bonds, dtype=np.int64).reshape(-1, 2):
-        if i == j:
-            raise ValueError(f"bonds holds a self-bond ({i}, {j})")
-        adjacency[int(i)].append(int(j))
-        adjacency[int(j)].append(int(i))
-    return [sorted(set(a)) for a in adjacency]
-
-
-def _hop_distances(adjacency: list[list[int]]) -> np.ndarray:
-    """(N, N) number of bonds on the shortest path (large where disconnected)."""
-    n = len(adjacency)
-    hops = np.full((n, n), n + 1, dtype=np.int64)
-    for start in range(n):
-        hops[start, start] = 0
-        queue = deque([start])
-        while queue:
-            a = queue.popleft()
-            for b in adjacency[a]:
-                if hops[start, b] > hops[start, a] + 1:
-                    hops[start, b] = hops[start, a] + 1
-                    queue.append(b)
-    return hops
-
-
 def prior_terms(n_beads: int, bonds: np.ndarray, exclusion_hops: int = 3) -> PriorTerms:
     """Angles, dihedrals and repulsive pairs from the bonded graph.
 
@@ -120,21 +91,19 @@ def prior_terms(n_beads: int, bonds: np.ndarray, exclusion_hops: int = 3) -> Pri
       PriorTerms; angles (i, j, k) with i < k, dihedrals (i, j, k, l) with i < l, each once.
     """
     bonds = np.asarray(bonds, dtype=np.int64).reshape(-1, 2)
-    if bonds.size and (bonds.min() < 0 or bonds.max() >= n_beads):
-        raise ValueError(f"bonds must index the {n_beads} beads, got indices {bonds.min()}..{bonds.max()}")
-    adjacency = _adjacency(n_beads, bonds)
+    neighbours = adjacency(n_beads, bonds)
     angles = [
-        (i, j, k) for j in range(n_beads) for i in adjacency[j] for k in adjacency[j] if i < k
+        (i, j, k) for j in range(n_beads) for i in neighbours[j] for k in neighbours[j] if i < k
     ]
     dihedrals = []
     for j, k in bonds:
-        for i in adjacency[j]:
-            for m in adjacency[k]:
+        for i in neighbours[j]:
+            for m in neighbours[k]:
                 if len({i, int(j), int(k), m}) == 4:
                     quad = (i, int(j), int(k), m)
                     dihedrals.append(quad if i < m else quad[::-1])
     dihedrals = sorted(set(dihedrals))
-    hops = _hop_distances(adjacency)
+    hops = hop_distances(n_beads, bonds)
     ii, jj = np.triu_indices(n_beads, k=1)
     far = hops[ii, jj] > exclusion_hops
     return PriorTerms(

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxcg._files import reading, refuse_existing
+from jaxcg._leaves import read_leaves, write_leaves
 from jaxcg.data import CGData
 from jaxcg.models import PriorPlusNet, SchNet
 from jaxcg.priors import Prior, PriorParams, PriorTerms
@@ -47,11 +48,16 @@ def model_spec(
 
 def build_model(spec: dict[str, Any], filter_table: int | None = None) -> tuple[Any, SchNet, Prior | None]:
     """(model, net, prior) from a spec: PriorPlusNet when the spec has a prior, else the SchNet
-    (with tabulated filters on ``filter_table`` grid intervals if given)."""
+    (with tabulated filters on ``filter_table`` grid intervals if given). ``n_types`` (optional):
+    the size of the bead-type vocabulary, for a molecule of a model of several molecules."""
     version = spec.get("format_version", 1)
     if version != MODEL_FORMAT_VERSION:
         raise ValueError(f"model format_version {version} is not supported (this jaxcg reads {MODEL_FORMAT_VERSION})")
-    net = SchNet(np.asarray(spec["bead_types"]), features=spec["features"],
+    if spec.get("transferable"):
+        folders = [m["folder"] for m in spec.get("molecules", [])]
+        raise ValueError(f"this is a model of several molecules: load one molecule's folder ({', '.join(folders)}), "
+                         "or build jaxcg.models.TransferableSchNet from its vocabulary")
+    net = SchNet(np.asarray(spec["bead_types"]), n_types=spec.get("n_types"), features=spec["features"],
                  blocks=spec["blocks"], rbf=spec["rbf"], cutoff=spec["cutoff"],
                  bonds=np.asarray(spec["bonds"]).reshape(-1, 2), exclusion_hops=spec["exclusion_hops"],
                  filter_table=filter_table)
@@ -73,8 +79,7 @@ def save_model(
     folder = Path(folder)
     refuse_existing([folder / "model.npz", folder / "model.json"], "model files", overwrite, resume_hint=False)
     folder.mkdir(parents=True, exist_ok=True)
-    leaves = jax.tree.leaves(params)
-    np.savez(folder / "model.npz", **{f"leaf_{i:04d}": np.asarray(v) for i, v in enumerate(leaves)})
+    write_leaves(folder / "model.npz", jax.tree.leaves(params))
     (folder / "model.json").write_text(json.dumps({**spec, **(extra or {})}))
     return folder
 
@@ -86,8 +91,8 @@ def load_energy(folder: str | os.PathLike, filter_table: int | None = None) -> C
     ValueError. A truncated or corrupt model.json/model.npz raises a ValueError naming the file.
 
     ``filter_table=K`` tabulates the SchNet's filters on K grid intervals once (cubic Hermite,
-    see ``SchNet``): faster simulation, with a force error to check (about 4e-5 relative for
-    K = 256 on a CLN025 CA model); ``SchNet.filter_table_error`` reports the filter error."""
+    see ``SchNet``): faster simulation, with a force error to check;
+    ``SchNet.filter_table_error`` reports the filter error."""
     folder = Path(folder)
     for name in ("model.json", "model.npz"):
         if not (folder / name).exists():
@@ -98,16 +103,15 @@ def load_energy(folder: str | os.PathLike, filter_table: int | None = None) -> C
     n_beads = len(spec["bead_types"])
     template = model.init(jax.random.key(0), jnp.zeros((n_beads, 3), jnp.float32))
     with reading(folder / "model.npz", "model parameters"), np.load(folder / "model.npz") as archive:
-        leaves = [jnp.asarray(archive[f"leaf_{i:04d}"]) for i in range(len(archive.files))]
+        leaves = [jnp.asarray(leaf) for leaf in read_leaves(archive)]
     structure = jax.tree.structure(template)
     if structure.num_leaves != len(leaves):
         raise ValueError(f"{str(folder / 'model.npz')!r} holds {len(leaves)} arrays; the model needs {structure.num_leaves}")
     params = jax.tree.unflatten(structure, leaves)
-    if filter_table is not None:
-        if model is net:
-            params = net.freeze_filter_table(params)
-        else:
-            params = {**params, "net": net.freeze_filter_table(params["net"])}
-    energy = functools.partial(model.energy, params)
+    if filter_table is None:
+        energy = functools.partial(model.energy, params)
+    else:
+        tables = net.filter_tables(params if model is net else params["net"])
+        energy = functools.partial(model.energy, params, tables=tables)
     energy.n_beads = n_beads  # read by jaxcg simulate to check --start
     return energy

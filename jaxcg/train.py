@@ -14,7 +14,9 @@ Pieces, from the inside out:
 - ``fit``: the epoch loop: the frames copied to the device once, minibatches gathered and their
   order shuffled there (nothing crosses per step), validation, early stopping, non-finite checks on
   the host once per epoch, metrics to ``metrics.json``/``metrics.csv``, orbax checkpoints that
-  resume exactly, data parallelism over ``devices`` with ``jax.sharding``.
+  resume exactly, data parallelism over ``devices`` with ``jax.sharding``. Given a
+  ``jaxcg.distributed.FrameFile`` instead of arrays, the same loop reads each batch from disk,
+  each process of a ``jax.distributed`` run its own rows (``jaxcg.distributed``).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import json
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -35,6 +37,10 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxcg import optim
 from jaxcg._files import OutputExistsError, reading, refuse_changed_settings
+from jaxcg.dtypes import params_dtype
+
+if TYPE_CHECKING:
+    from jaxcg.distributed import FrameFile
 
 Params = Any
 EnergyFn = Callable[[Params, jax.Array], jax.Array]
@@ -43,11 +49,13 @@ ProgressFn = Callable[[int, int, int, "dict[str, float] | None"], None]
 
 class Batch(NamedTuple):
     """A minibatch: positions (B, N, 3) nm, forces (B, N, 3) kJ/mol/nm, weights (B,) (0 marks
-    padding frames)."""
+    padding frames); types (B, N) int per-frame bead types of padded molecules (−1 marks padding
+    beads; ``jaxcg.molecules``), or None for one molecule."""
 
     positions: jax.Array
     forces: jax.Array
     weights: jax.Array
+    types: jax.Array | None = None
 
 
 class TrainState(NamedTuple):
@@ -138,13 +146,24 @@ class TrainResult(NamedTuple):
 
 
 def force_matching_loss(energy: EnergyFn, params: Params, batch: Batch) -> jax.Array:
-    """Σ_t w_t Σ_i ‖f_ti − F_ti‖² / (N Σ_t w_t), (kJ/mol/nm)²; F = −∂U/∂x of each frame."""
+    """Σ_t w_t Σ_i ‖f_ti − F_ti‖² / (N Σ_t w_t), (kJ/mol/nm)²; F = −∂U/∂x of each frame.
+
+    With ``batch.types`` (padded molecules), the energy is ``energy(params, x, types)`` and each
+    frame's error is its mean over its real beads: Σ_t w_t (Σ_{i real} ‖f_ti − F_ti‖² / n_t) / Σ_t w_t,
+    so a mixed batch gives the frame-weighted mean of each molecule's own loss.
+    """
+    args = (batch.positions,) if batch.types is None else (batch.positions, batch.types)
 
     def total_energy(x: jax.Array) -> jax.Array:
-        return jnp.sum(jax.vmap(energy, in_axes=(None, 0))(params, x))
+        return jnp.sum(jax.vmap(energy, in_axes=(None,) + (0,) * len(args))(params, x, *args[1:]))
 
     model_forces = -jax.grad(total_energy)(batch.positions)
-    err = jnp.sum((batch.forces - model_forces) ** 2, axis=(1, 2))
+    squared = (batch.forces - model_forces) ** 2
+    if batch.types is not None:
+        real = batch.types >= 0
+        err = jnp.sum(jnp.where(real[..., None], squared, jnp.zeros_like(squared)), axis=(1, 2))
+        return jnp.sum(batch.weights * err / jnp.sum(real, axis=1).astype(err.dtype)) / jnp.sum(batch.weights)
+    err = jnp.sum(squared, axis=(1, 2))
     n_beads = batch.positions.shape[1]
     return jnp.sum(batch.weights * err) / (n_beads * jnp.sum(batch.weights))
 
@@ -210,7 +229,7 @@ def delta_forces(
     grad = jax.jit(jax.vmap(jax.grad(energy, argnums=1), in_axes=(None, 0)))
     out = []
     for start in range(0, len(positions), chunk_size):
-        x = jnp.asarray(positions[start : start + chunk_size], jnp.float32)
+        x = jnp.asarray(positions[start : start + chunk_size], params_dtype(params))
         out.append(np.asarray(forces[start : start + chunk_size]) + np.asarray(grad(params, x)))
     return np.concatenate(out).astype(np.asarray(forces).dtype)
 
@@ -354,6 +373,77 @@ def _check_inputs(positions: np.ndarray, forces: np.ndarray, weights, config: Tr
         raise ValueError(f"batch_size must be a positive multiple of the {n_dev} device(s), got {config.batch_size}")
 
 
+def _is_frame_file(positions: Any) -> bool:
+    from jaxcg.distributed import FrameFile
+
+    return isinstance(positions, FrameFile)
+
+
+def _sync_processes(name: str) -> None:
+    """Wait for every process of a multi-process run (no-op in one process)."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
+def _replicate(tree: Any, replicated: NamedSharding) -> Any:
+    """``tree`` on every device of ``replicated``; leaves not already there pass through the host
+    (with jax 0.10, a jax.Array of one process put onto the devices of several comes out with
+    malformed shards that orbax cannot save)."""
+
+    def put(leaf: Any) -> jax.Array:
+        if isinstance(leaf, jax.Array) and leaf.sharding == replicated:
+            return leaf
+        return jax.device_put(np.asarray(leaf), replicated)
+
+    return jax.tree.map(put, tree)
+
+
+class _DeviceFeed:
+    """The batches of ``fit`` gathered from frames copied to the device(s) once: a step receives
+    only its number (``train_step(state, s)`` after ``start_epoch(order)``)."""
+
+    def __init__(self, positions, forces, frame_w, step, evaluate, train_table, val_table, replicated, sharded,
+                 bead_types=None):
+        dtype = frame_w.dtype  # the parameters' dtype (jaxcg.dtypes)
+        data = (np.asarray(positions, dtype), np.asarray(forces, dtype))
+        if bead_types is not None:  # several molecules padded (``fit(bead_types=)``)
+            data += (np.asarray(bead_types, np.int32),)
+        self.frames = jax.device_put(optim.Batch(data, frame_w), replicated)
+        self.train_table = jax.device_put(train_table, replicated)
+        self.val_table = None if val_table[0] is None else jax.device_put(val_table, replicated)
+        self.replicated = replicated
+
+        def batch_at(frames: optim.Batch, table: jax.Array, mask: jax.Array, b: jax.Array) -> Batch:
+            """Batch b of a (S, B) frame table, gathered from the device-resident frames."""
+            picked = optim.gather(frames.data, frames.weights, table[b], mask[b])
+            batch = Batch(picked.data[0], picked.data[1], picked.weights, *picked.data[2:])
+            return jax.lax.with_sharding_constraint(batch, sharded)
+
+        def train_step(state, frames, table, mask, order, s):
+            """Step ``s`` of the epoch; returns s + 1 on the device, so no number crosses per step."""
+            return *step(state, batch_at(frames, table, mask, order[s])), s + 1
+
+        def eval_step(params, frames, table, mask, b):
+            return evaluate(params, batch_at(frames, table, mask, b))
+
+        self.step_fn = jax.jit(train_step, out_shardings=replicated)
+        self.eval_fn = jax.jit(eval_step, out_shardings=replicated)
+
+    def start_epoch(self, order: jax.Array) -> None:
+        self.order = order
+        self.s = jax.device_put(np.zeros((), np.int32), self.replicated)
+
+    def train_step(self, state: TrainState, s: int) -> tuple[TrainState, dict[str, jax.Array]]:
+        del s  # counted on the device
+        state, metrics, self.s = self.step_fn(state, self.frames, *self.train_table, self.order, self.s)
+        return state, metrics
+
+    def evaluate(self, params: Params, b: int) -> tuple[jax.Array, jax.Array]:
+        return self.eval_fn(params, self.frames, *self.val_table, b)
+
+
 def _training_devices(devices: list[jax.Device] | str | None, batch_size: int) -> list[jax.Device]:
     if devices is None:
         return jax.local_devices()[:1]
@@ -368,8 +458,8 @@ def _training_devices(devices: list[jax.Device] | str | None, batch_size: int) -
 def fit(
     energy: EnergyFn,
     params: Params,
-    positions: np.ndarray,
-    forces: np.ndarray,
+    positions: np.ndarray | FrameFile,
+    forces: np.ndarray | None,
     config: TrainConfig = TrainConfig(),
     weights: np.ndarray | None = None,
     out_dir: str | Path | None = None,
@@ -377,14 +467,21 @@ def fit(
     progress: ProgressFn | None = None,
     devices: list[jax.Device] | str | None = None,
     overwrite: bool = False,
+    bead_types: np.ndarray | None = None,
 ) -> TrainResult:
     """Train ``params`` of ``energy`` by force matching.
 
     Args:
       energy: ``U(params, x) -> ()`` kJ/mol for x: (N, 3) nm (e.g. ``model.energy``).
       params: initial parameters (e.g. ``model.init(key, positions[0])``).
-      positions: (T, N, 3) nm. forces: (T, N, 3) kJ/mol/nm (mapped, or delta forces).
-      config: ``TrainConfig``. weights: (T,) frame weights or None.
+      positions: (T, N, 3) nm, copied to the device(s) whole; or a ``jaxcg.distributed.FrameFile``
+        whose frames (and weights) are read from disk batch by batch, each process of a
+        ``jax.distributed`` run reading its rows of each batch (``forces`` and ``weights`` None).
+        The frames are cast to the dtype of ``params`` (float64 params train in float64, see
+        ``jaxcg.dtypes``).
+      forces: (T, N, 3) kJ/mol/nm (mapped, or delta forces).
+      config: ``TrainConfig``.
+      weights: (T,) frame weights or None.
       out_dir: folder for ``metrics.json``, ``metrics.csv``, ``config.json`` and ``checkpoints/``
         (one orbax checkpoint per epoch); None keeps everything in memory.
       resume: continue from the latest checkpoint in ``out_dir``; the run ends with the same
@@ -398,9 +495,12 @@ def fit(
       devices: devices for data parallelism (batch sharded over them, parameters replicated;
         ``batch_size`` must be a multiple of their number); None (default): the first local
         device; "auto": every local device if their number divides ``batch_size``, else the
-        first. On a CPU split by ``jaxcg.devices.use_host_devices``, two devices gave 1.4-1.5x
-        the frames/s of one for a SchNet with tabulated filters but 0.9-1.05x with exact
-        filters, whose per-pair matmuls already keep both cores busy (``benchmarks/bench_train.py``).
+        first (``benchmarks/bench_train.py`` measures the gain). With a ``FrameFile``, None and
+        "auto" mean every device of every process (``jax.devices()``).
+      bead_types: (T, N) int bead types of each frame for several molecules padded to N beads
+        (``jaxcg.molecules.pad_molecules``; −1 marks padding beads): ``energy`` is then called
+        as ``energy(params, x, types)`` (``TransferableSchNet.energy``) and the loss averages
+        each frame over its real beads. None (default): one molecule, ``energy(params, x)``.
 
     Returns:
       TrainResult with the best-validation parameters.
@@ -410,11 +510,22 @@ def fit(
       PairCapacityError: a batch held frames with more pairs within the cutoff than the model's
         ``max_pairs`` (its ``pair_overflow`` flag, checked on the host once per epoch).
     """
-    positions = np.asarray(positions)
-    forces = np.asarray(forces)
+    source = None
+    if _is_frame_file(positions):
+        if forces is not None or weights is not None:
+            raise ValueError("with a FrameFile as positions, forces and weights must be None (the file holds them)")
+        source, positions, forces = positions, positions.positions, positions.forces
+        devices = jax.devices() if devices is None or devices == "auto" else devices
+    else:
+        positions = np.asarray(positions)
+        forces = np.asarray(forces)
     devices = _training_devices(devices, config.batch_size)
     _check_inputs(positions, forces, weights, config, len(devices), _model_n_beads(energy))
-    frame_w = np.ones(len(positions), np.float32) if weights is None else np.asarray(weights, np.float32)
+    if bead_types is not None and source is not None:
+        raise ValueError("bead_types (several molecules) is not supported with a FrameFile: pass the padded arrays")
+    if bead_types is not None and np.shape(bead_types) != positions.shape[:2]:
+        raise ValueError(f"bead_types must have shape {positions.shape[:2]} (T, N), got {np.shape(bead_types)}")
+    dtype = params_dtype(params)  # the frames are cast to the parameters' dtype (jaxcg.dtypes)
     train_idx, val_idx = block_split(len(positions), config.val_fraction, config.n_blocks, config.seed)
     train_batches, train_mask = _batches(train_idx, config.batch_size)
     val_batches, val_mask = _batches(val_idx, config.batch_size) if len(val_idx) else (None, None)
@@ -426,22 +537,6 @@ def fit(
     sharded = NamedSharding(mesh, PartitionSpec("data"))
     step = make_train_step(energy, optimizer)
     evaluate = make_eval_step(energy)
-
-    def batch_at(frames: optim.Batch, table: jax.Array, mask: jax.Array, b: jax.Array) -> Batch:
-        """Batch b of a (S, B) frame table, gathered from the device-resident frames."""
-        picked = optim.gather(frames.data, frames.weights, table[b], mask[b])
-        batch = Batch(picked.data[0], picked.data[1], picked.weights)
-        return jax.lax.with_sharding_constraint(batch, sharded)
-
-    def train_step(state, frames, table, mask, order, s):
-        """Step ``s`` of the epoch; returns s + 1 on the device, so no number crosses per step."""
-        return *step(state, batch_at(frames, table, mask, order[s])), s + 1
-
-    def eval_step(params, frames, table, mask, b):
-        return evaluate(params, batch_at(frames, table, mask, b))
-
-    step_fn = jax.jit(train_step, out_shardings=replicated)
-    eval_fn = jax.jit(eval_step, out_shardings=replicated)
     shuffle = jax.jit(lambda key, epoch: jax.random.permutation(jax.random.fold_in(key, epoch), steps),
                       out_shardings=replicated)
     params = jax.tree.map(lambda p: jnp.asarray(p), params)
@@ -451,18 +546,20 @@ def fit(
         key=jax.random.PRNGKey(config.seed),
         epoch=jnp.zeros((), jnp.int32),
         best_params=params,
-        best_loss=jnp.asarray(np.inf, jnp.float32),
+        best_loss=jnp.asarray(np.inf, dtype),
         bad_epochs=jnp.zeros((), jnp.int32),
     )
-    state = jax.device_put(state, replicated)
+    state = _replicate(state, replicated)
     history: list[dict[str, float]] = []
     manager = None
+    writer = jax.process_index() == 0  # of a multi-process run, process 0 writes the files
     if out_dir is not None:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         config_text = json.dumps(dataclasses.asdict(config), indent=1, sort_keys=True)
-        if overwrite and not resume:
+        if overwrite and not resume and writer:
             _remove_run(out_dir)
+        _sync_processes("jaxcg.train.fit: out_dir ready")
         manager = _checkpoint_manager(out_dir)
         if resume and manager.latest_step() is not None:
             if (out_dir / "config.json").exists():
@@ -478,25 +575,27 @@ def fit(
                 f"out_dir {str(out_dir)!r} holds checkpoints; pass resume=True (--resume) to continue, "
                 "overwrite=True (--overwrite) to start anew, or use a new folder"
             )
-        (out_dir / "config.json").write_text(config_text)
+        if writer:
+            (out_dir / "config.json").write_text(config_text)
 
-    # The frames stay on the device(s) for the whole run; a step receives only its number.
-    frames = jax.device_put(
-        optim.Batch((np.asarray(positions, np.float32), np.asarray(forces, np.float32)), frame_w), replicated
-    )
-    train_batches_d, train_mask_d = jax.device_put((train_batches, train_mask), replicated)
-    if val_batches is not None:
-        val_batches_d, val_mask_d = jax.device_put((val_batches, val_mask), replicated)
+    tables = (train_batches, train_mask), (val_batches, val_mask)
+    if source is None:
+        frame_w = np.ones(len(positions), dtype) if weights is None else np.asarray(weights, dtype)
+        feed = _DeviceFeed(positions, forces, frame_w, step, evaluate, *tables, replicated, sharded, bead_types)
+    else:
+        from jaxcg.distributed import _StreamFeed
+
+        feed = _StreamFeed(source, dtype, step, evaluate, *tables, replicated, sharded)
 
     while int(state.epoch) < config.epochs:
         epoch = int(state.epoch)
         if config.patience is not None and int(state.bad_epochs) >= config.patience:
             break
         order = shuffle(state.key, epoch)
+        feed.start_epoch(order)
         losses, norms, overflows = [], [], []
-        s_device = jax.device_put(jnp.zeros((), jnp.int32), replicated)
         for s in range(steps):
-            state, metrics, s_device = step_fn(state, frames, train_batches_d, train_mask_d, order, s_device)
+            state, metrics = feed.train_step(state, s)
             losses.append(metrics["loss"])
             norms.append(metrics["grad_norm"])
             overflows.append(metrics.get("overflow", 0))
@@ -528,27 +627,28 @@ def fit(
             "grad_norm": float(np.mean(jax.device_get(norms))),
         }
         if val_batches is not None:
-            sums = [eval_fn(state.params, frames, val_batches_d, val_mask_d, b) for b in range(len(val_batches))]
+            sums = [feed.evaluate(state.params, b) for b in range(len(val_batches))]
             sums = np.asarray(jax.device_get(sums))
             row["val_loss"] = float(sums[:, 0].sum() / sums[:, 1].sum())
         monitor = row.get("val_loss", row["train_loss"])
         if monitor < float(state.best_loss) - config.min_delta:
             state = state._replace(
                 best_params=state.params,
-                best_loss=jnp.asarray(monitor, jnp.float32),
+                best_loss=jnp.asarray(monitor, dtype),
                 bad_epochs=jnp.zeros((), jnp.int32),
             )
         else:
             state = state._replace(bad_epochs=state.bad_epochs + 1)
         state = state._replace(epoch=jnp.asarray(epoch + 1, jnp.int32))
-        state = jax.device_put(state, replicated)
+        state = _replicate(state, replicated)
         row["best_loss"] = float(state.best_loss)
         history.append(row)
         if manager is not None:
             import orbax.checkpoint as ocp
 
             # Metrics first: a kill between the two leaves an extra row that resume drops.
-            _write_metrics(out_dir, history)
+            if writer:
+                _write_metrics(out_dir, history)
             manager.save(epoch + 1, args=ocp.args.StandardSave(state))
             manager.wait_until_finished()
         if progress is not None:

@@ -103,15 +103,18 @@ def test_neighbor_list_path_matches_dense(small_schnet):
 
 
 def test_energy_neighbors_refuses_a_dense_list():
-    """A Dense list (jaxcg.simulate.neighbor_list's format) has rows of neighbours, not pairs:
-    read as pairs it gave a wrong energy silently; it must be refused, by name."""
-    from jaxcg.simulate import neighbor_list
+    """A Dense list (jax-md's default format) has rows of neighbours, not pairs: read as pairs it
+    gave a wrong energy silently; it must be refused, by name."""
+    with jax.numpy_dtype_promotion("standard"):
+        from jax_md import partition, space
 
     model = SchNet(TYPES, features=8, rbf=8, cutoff=0.6)
     params = model.init(jax.random.key(0), jnp.asarray(_positions()))
     x = jnp.asarray(_positions(4))
-    displacement, _, dense_fn = neighbor_list(cutoff=0.6)
+    displacement, _ = space.free()
     with jax.numpy_dtype_promotion("standard"):
+        dense_fn = partition.neighbor_list(displacement, 1.0, 0.6, disable_cell_list=True,
+                                           format=partition.NeighborListFormat.Dense)
         dense = dense_fn.allocate(x)
     with pytest.raises(ValueError, match="OrderedSparse neighbour list .* got format Dense"):
         model.energy_neighbors(params, x, dense, displacement)
@@ -251,25 +254,27 @@ def test_tabulated_forces_are_the_gradient_of_the_tabulated_energy():
         x = jnp.asarray(_positions(3), jnp.float64)
         params = model.init(jax.random.key(1), x)
         _fd_check(lambda y: model.energy(params, y), x)
-        frozen = model.freeze_filter_table(params)
-        _fd_check(lambda y: model.energy(frozen, y), x, seed=1)
+        tables = model.filter_tables(params)
+        _fd_check(lambda y: model.energy(params, y, tables=tables), x, seed=1)
 
 
-def test_frozen_filter_table_matches_and_is_checked():
+def test_precomputed_filter_tables_match_and_are_checked():
     x = jnp.asarray(_positions(2))
     model = SchNet(TYPES, features=16, rbf=12, cutoff=1.2, filter_table=64)
     params = model.init(jax.random.key(0), x)
-    frozen = model.freeze_filter_table(params)
-    assert model.filter_table_error(frozen) == model.filter_table_error(params) > 0.0
-    np.testing.assert_allclose(model.energy(frozen, x), model.energy(params, x), rtol=1e-6)
-    np.testing.assert_allclose(force_fn(model.energy)(frozen, x), force_fn(model.energy)(params, x),
-                               rtol=1e-5, atol=1e-6)
-    with pytest.raises(ValueError, match="frozen filter table"):
-        SchNet(TYPES, features=16, rbf=12, cutoff=1.2).energy(frozen, x)
-    with pytest.raises(ValueError, match="frozen filter table"):
-        SchNet(TYPES, features=16, rbf=12, cutoff=1.2, filter_table=32).energy(frozen, x)
+    tables = model.filter_tables(params)
+    # the tables live beside the parameters, not among them: params keep the weights only
+    assert jax.tree.structure(params) == jax.tree.structure(SchNet(TYPES, features=16, rbf=12).init(jax.random.key(0), x))
+    assert len(tables) == 2 and all(t.shape == (64, 4, 16) for t in tables)
+    np.testing.assert_allclose(model.energy(params, x, tables=tables), model.energy(params, x), rtol=1e-6)
+    forces = force_fn(lambda p, y: model.energy(p, y, tables=tables))(params, x)
+    np.testing.assert_allclose(forces, force_fn(model.energy)(params, x), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="filter_table=None"):
+        SchNet(TYPES, features=16, rbf=12, cutoff=1.2).energy(params, x, tables=tables)
+    with pytest.raises(ValueError, match="tables must be 2 arrays of shape"):
+        SchNet(TYPES, features=16, rbf=12, cutoff=1.2, filter_table=32).energy(params, x, tables=tables)
     with pytest.raises(ValueError, match="needs a model built with filter_table"):
-        SchNet(TYPES, features=16, rbf=12).freeze_filter_table(params)
+        SchNet(TYPES, features=16, rbf=12).filter_tables(params)
     for bad in (1, 0, True, 2.5):
         with pytest.raises(ValueError, match="filter_table must be an int"):
             SchNet(TYPES, filter_table=bad)
@@ -292,3 +297,74 @@ def test_training_gradient_through_the_table_matches_the_exact_model():
     g_table = jax.grad(lambda p: loss(table, p))(params)
     for a, b in zip(jax.tree.leaves(g_exact), jax.tree.leaves(g_table), strict=True):
         np.testing.assert_allclose(b, a, atol=1e-3 * float(jnp.abs(a).max()) + 1e-7)
+
+
+def test_schnet_params_are_those_of_flax_defaults():
+    """init gives exactly the weights Flax's own initialisers draw for the module (LeCun-normal
+    kernels, zero biases, Flax's embedding initialiser), and module_from/params_of round-trip."""
+    import flax.nnx as nnx
+
+    model = SchNet(TYPES, features=16, rbf=12)
+    params = model.init(jax.random.key(4), jnp.asarray(_positions()))
+    rngs = nnx.Rngs(jax.random.key(4))
+    embedding = nnx.Embed(3, 16, rngs=rngs)  # the module's first draw is its embedding
+    np.testing.assert_array_equal(params["embedding"]["embedding"], embedding.embedding[...])
+    first = nnx.Linear(12, 16, rngs=rngs)  # then block 0's first filter layer
+    np.testing.assert_array_equal(params["interaction_0"]["filter_in"]["kernel"], first.kernel[...])
+    assert not np.any(np.asarray(params["out_2"]["bias"]))
+    again = model.params_of(model.module_from(params))
+    assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(again), jax.tree.leaves(params), strict=True))
+
+
+def test_schnet_module_trains_with_nnx_optimizer_like_the_pure_path():
+    """The stateful module (nnx.jit + nnx.Optimizer) and the pure energy (jax.jit + optax) are one
+    model: same energies and neighbour-list energies, and three Adam steps of force matching give
+    the same weights."""
+    import flax.nnx as nnx
+    import optax
+
+    model = SchNet(TYPES, features=16, rbf=12, bonds=BONDS, exclusion_hops=1)
+    xs = jnp.asarray(np.stack([_positions(s) for s in range(4)]))
+    target = jnp.asarray(np.random.default_rng(1).normal(size=xs.shape).astype(np.float32))
+    module = model.module(jax.random.key(5))
+    params = model.params_of(module)
+    np.testing.assert_allclose(module(xs[0]), model.energy(params, xs[0]), rtol=1e-6)
+    _, neighbor_fn = model.neighbor_list()
+    with jax.numpy_dtype_promotion("standard"):  # jax-md is not strict-promotion clean
+        nbrs = neighbor_fn.allocate(xs[0])
+    np.testing.assert_allclose(module.energy_neighbors(xs[0], nbrs), model.energy(params, xs[0]), rtol=1e-5)
+
+    tx = optax.adam(1e-2)
+
+    def pure_loss(p):
+        return jnp.mean((batched_energy_and_forces(model.energy)(p, xs)[1] - target) ** 2)
+
+    @jax.jit
+    def pure_step(p, opt_state):
+        grads = jax.grad(pure_loss)(p)
+        updates, opt_state = tx.update(grads, opt_state, p)
+        return optax.apply_updates(p, updates), opt_state
+
+    with jax.numpy_dtype_promotion("standard"):
+        optimizer = nnx.Optimizer(module, tx, wrt=nnx.Param)
+
+    @nnx.jit
+    def module_step(module, optimizer):
+        def loss(m):
+            forces = jax.vmap(jax.grad(lambda x: -m(x)))(xs)
+            return jnp.mean((forces - target) ** 2)
+
+        grads = nnx.grad(loss)(module)
+        optimizer.update(module, grads)
+
+    with jax.numpy_dtype_promotion("standard"):  # optax mixes int counts and float decays
+        opt_state = tx.init(params)
+        for _ in range(3):
+            params, opt_state = pure_step(params, opt_state)
+            module_step(module, optimizer)
+    trained = model.params_of(module)
+    moved = max(float(jnp.max(jnp.abs(a - b))) for a, b in
+                zip(jax.tree.leaves(params), jax.tree.leaves(model.init(jax.random.key(5), xs[0])), strict=True))
+    assert moved > 1e-3  # the steps did change the weights
+    for a, b in zip(jax.tree.leaves(trained), jax.tree.leaves(params), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)

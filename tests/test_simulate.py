@@ -16,6 +16,7 @@ from _double_well import DoubleWell
 from jaxcg import simulate
 from jaxcg.analysis import kl_divergence
 from jaxcg.data import CGData
+from jaxcg.neighbors import pairs
 from jaxcg.units import kT_from_temperature
 
 TEMPERATURE = 300.0
@@ -166,12 +167,10 @@ def dense_energy(r):
 
 def make_neighbor_energy(displacement):
     def energy(r, neighbor):
-        n = r.shape[0]
-        idx = neighbor.idx
-        other = r[jnp.minimum(idx, n - 1)]
-        dr = jax.vmap(jax.vmap(displacement, (None, 0)))(r, other)
+        i, j, valid = pairs(neighbor, r.shape[0])
+        dr = jax.vmap(displacement)(r[i], r[j])
         d = jnp.sqrt(jnp.sum(dr**2, axis=-1) + 1e-12)
-        return 0.5 * jnp.sum(jnp.where(idx < n, _pair_energy(d), 0.0))
+        return jnp.sum(jnp.where(valid, _pair_energy(d), 0.0))
 
     return energy
 

@@ -31,8 +31,10 @@ class PriorPlusNet:
         k_prior, k_net = jax.random.split(key)
         return {"prior": self.prior.init(k_prior, positions), "net": self.net.init(k_net, positions)}
 
-    def energy(self, params: dict[str, Any], x: jax.Array) -> jax.Array:
-        return self.prior.energy(params["prior"], x) + self.net.energy(params["net"], x)
+    def energy(self, params: dict[str, Any], x: jax.Array, **net_kwargs: Any) -> jax.Array:
+        """U in kJ/mol of x: (N, 3) nm; ``net_kwargs`` go to the network's energy (e.g. a
+        SchNet's ``tables=``)."""
+        return self.prior.energy(params["prior"], x) + self.net.energy(params["net"], x, **net_kwargs)
 
     def pair_overflow(self, x: jax.Array) -> jax.Array:
         """() bool: the network's pair capacity overflows at x (N, 3) nm (False if it has none)."""

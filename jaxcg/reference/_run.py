@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from jaxcg._files import refuse_changed_settings
-from jaxcg.data import DATASET_FORMAT_VERSION, content_hash
+from jaxcg.data import content_hash, write_dataset_layout
 from jaxcg.reference._systems import ReferenceSystem
 
 #: ``progress(frames_done, frames_total, ns_per_day)``; raising inside it stops the run.
@@ -136,19 +136,10 @@ def _equilibrate(
 def _create_file(path: Path, ref: ReferenceSystem, settings: RunSettings, metadata: dict) -> None:
     import h5py
 
-    n = ref.n_atoms
-    chunk = (max(1, min(settings.chunk_frames, 256)), n, 3)
-    opts = {"compression": "gzip", "compression_opts": 4, "shuffle": True, "chunks": chunk}
-    empty = np.zeros((0, n, 3), np.float32)
+    empty = np.zeros((0, ref.n_atoms, 3), np.float32)
     with h5py.File(path, "w") as handle:
-        handle.create_dataset("positions", data=empty, maxshape=(None, n, 3), **opts)
-        handle.create_dataset("forces", data=empty, maxshape=(None, n, 3), **opts)
-        handle.create_dataset("constraints", data=ref.solute_constraints())
-        handle.attrs["topology_pdb"] = ref.solute_pdb()
-        handle.attrs["temperature"] = float(settings.temperature)
-        handle.attrs["format_version"] = DATASET_FORMAT_VERSION
-        handle.attrs["content_hash"] = content_hash(empty, empty)
-        handle.attrs["metadata"] = json.dumps(metadata)
+        write_dataset_layout(handle, empty, empty, ref.solute_constraints(), ref.solute_pdb(), settings.temperature,
+                             metadata, chunk_frames=min(settings.chunk_frames, 256))
         handle.attrs["completed_frames"] = 0
         handle.attrs["completed_steps"] = 0
 

@@ -49,11 +49,13 @@ An energy with its parameters bound (``functools.partial(model.energy, params)``
 ``energy(x (N, 3)) -> kJ/mol``) works too, with no call-time keywords, at one compilation per
 parameter set.
 
-With a neighbour list (large systems), pass ``neighbor_fn`` and an energy that takes it. For a
-SchNet use the model's own ``OrderedSparse`` list (``displacement, neighbor_fn =
-model.neighbor_list()``; ``SchNet.energy_neighbors`` refuses any other format):
+With a neighbour list (large systems), pass ``neighbor_fn`` and an energy that takes it. There is
+one format, jax-md's ``OrderedSparse`` (each pair i < j once; ``jaxcg.neighbors``):
+``simulate.neighbor_list(cutoff, skin, box)`` builds it, and for a SchNet
+``displacement, neighbor_fn = model.neighbor_list()`` builds the same with the model's cutoff:
 ``energy = lambda x, neighbor, params: model.energy_neighbors(params, x, neighbor, displacement)``.
-``simulate.neighbor_list`` gives a ``Dense`` list, for energies written against that format.
+An energy of your own reads the pairs with ``jaxcg.neighbors.pairs(neighbor, n_beads)``, which
+refuses a list of another format.
 """
 
 from jaxcg.simulate._differentiable import trajectory_observable

@@ -17,6 +17,7 @@ with jax.numpy_dtype_promotion("standard"):
     from jax_md import partition, space
     from jax_md import simulate as jmd_simulate
 
+from jaxcg.neighbors import neighbor_list  # noqa: F401  (re-exported by jaxcg.simulate)
 from jaxcg.units import BOLTZMANN_KJ_PER_MOL_K, kT_from_temperature
 
 Array = jax.Array
@@ -97,6 +98,8 @@ class Simulator(NamedTuple):
       steps_per_chunk: steps per call of ``run_chunk``.
       save_every: steps between saved frames.
       dt: timestep in ps.
+      dtype: the float dtype of positions, momenta, masses and kT in the state (the builder's
+        ``dtype``).
     """
 
     init: Callable[..., SimulationState]
@@ -106,6 +109,7 @@ class Simulator(NamedTuple):
     steps_per_chunk: int
     save_every: int
     dt: float
+    dtype: Any = jnp.float32
 
     def bind(self, **kwargs: Any) -> Simulator:
         """This simulator with call-time keywords fixed (``params=...``, ``kT=...``), for callers
@@ -135,6 +139,7 @@ def langevin(
     force_bound: float = 1.0e4,
     replica_block: int | str | None = "auto",
     replica_devices: Sequence[jax.Device] | str | None = "auto",
+    dtype: Any = jnp.float32,
 ) -> Simulator:
     """Langevin (BAOAB, jax-md ``nvt_langevin``) dynamics of R replicas.
 
@@ -150,20 +155,21 @@ def langevin(
       force_bound: kJ/mol/nm; a replica whose largest force component exceeds it is stopped.
       replica_block: step the replicas in blocks of this many (vmap within a block, a loop over
         blocks), None for all at once. Blocks keep a step's working set in the CPU's caches
-        (1.1× faster at 512 replicas of a 10-bead SchNet on a 2-core x86 CPU in
-        ``benchmarks/bench_simulate.py``); "auto" picks 64 on one CPU device, 16 per device when
-        the replicas are split over CPU devices (1.45x over 64 there with tabulated filters at
-        R = 512, measured with ``replica_devices`` on 2 host devices), None on accelerators.
-        Results do not depend on it.
+        (``benchmarks/bench_simulate.py`` measures it); "auto" picks 64 on one CPU device, 16 per
+        device when the replicas are split over CPU devices, None on accelerators. Results do not
+        depend on it.
       replica_devices: split the replicas over these devices (``shard_map``; each device steps
         its share, in blocks), None for the default device only. "auto" uses every local device
         when there are several and they divide R (e.g. the host devices of
         ``jaxcg.devices.use_host_devices`` on a multi-core CPU), else the default device.
         Results do not depend on it.
+      dtype: float dtype of the state (positions, momenta, masses, kT): float32 (default), or
+        float64 with 64-bit JAX enabled (``jax.config.update("jax_enable_x64", True)``); the
+        energy should compute in the same dtype.
     """
     return _stochastic(
         jmd_simulate.nvt_langevin, True, energy_fn, masses, temperature, dt, friction, steps_per_chunk,
-        save_every, shift_fn, neighbor_fn, force_bound, replica_block, replica_devices,
+        save_every, shift_fn, neighbor_fn, force_bound, replica_block, replica_devices, dtype,
     )
 
 
@@ -181,6 +187,7 @@ def brownian(
     force_bound: float = 1.0e4,
     replica_block: int | str | None = "auto",
     replica_devices: Sequence[jax.Device] | str | None = "auto",
+    dtype: Any = jnp.float32,
 ) -> Simulator:
     """Overdamped Brownian (jax-md ``brownian``) dynamics of R replicas.
 
@@ -190,7 +197,7 @@ def brownian(
     """
     return _stochastic(
         jmd_simulate.brownian, False, energy_fn, masses, temperature, dt, friction, steps_per_chunk,
-        save_every, shift_fn, neighbor_fn, force_bound, replica_block, replica_devices,
+        save_every, shift_fn, neighbor_fn, force_bound, replica_block, replica_devices, dtype,
     )
 
 
@@ -207,8 +214,10 @@ def nve(
     force_bound: float = 1.0e4,
     replica_block: int | str | None = "auto",
     replica_devices: Sequence[jax.Device] | str | None = "auto",
+    dtype: Any = jnp.float32,
 ) -> Simulator:
-    """Velocity-Verlet (jax-md ``nve``) dynamics; ``temperature`` (K) draws the initial momenta."""
+    """Velocity-Verlet (jax-md ``nve``) dynamics; ``temperature`` (K) draws the initial momenta.
+    Other arguments as for ``langevin``."""
     _check_positive(temperature=temperature, dt=dt, force_bound=force_bound)
     shift = space.free()[1] if shift_fn is None else shift_fn
     kT = kT_from_temperature(temperature)
@@ -220,37 +229,8 @@ def nve(
     return _make_simulator(
         energy_fn, init_fn, step_fn, masses, steps_per_chunk, save_every, dt, neighbor_fn,
         force_bound, has_momentum=True, thermostat=False, replica_block=replica_block,
-        replica_devices=replica_devices,
+        replica_devices=replica_devices, dtype=dtype,
     )
-
-
-@_standard_promotion
-def neighbor_list(
-    cutoff: float,
-    skin: float = 0.2,
-    box: float | np.ndarray | None = None,
-    capacity_multiplier: float = 1.25,
-) -> tuple[Callable, Callable, partition.NeighborListFns]:
-    """Displacement, shift and jax-md neighbour-list functions for free space or a periodic box.
-
-    Args:
-      cutoff: nm, the model's interaction cutoff. skin: nm, the list holds pairs within
-        cutoff + skin and is rebuilt once a bead moved more than skin / 2.
-      box: None for free space, else the periodic box side(s) in nm (scalar or (3,)).
-      capacity_multiplier: spare room allocated on top of the current occupancy.
-    """
-    _check_positive(cutoff=cutoff, skin=skin)
-    if box is None:
-        displacement, shift = space.free()
-        nbr_box, disable_cell_list = 1.0, True
-    else:
-        displacement, shift = space.periodic(jnp.asarray(box, dtype=jnp.float32))
-        nbr_box, disable_cell_list = jnp.asarray(box, dtype=jnp.float32), False
-    neighbor_fn = partition.neighbor_list(
-        displacement, nbr_box, cutoff, dr_threshold=skin, capacity_multiplier=capacity_multiplier,
-        disable_cell_list=disable_cell_list, format=partition.NeighborListFormat.Dense,
-    )
-    return displacement, shift, neighbor_fn
 
 
 def initial_positions(data: Any, n_replicas: int, key: Array) -> np.ndarray:
@@ -278,7 +258,7 @@ def _check_positive(**values: float) -> None:
 
 def _stochastic(
     jmd_builder, has_momentum, energy_fn, masses, temperature, dt, friction, steps_per_chunk, save_every,
-    shift_fn, neighbor_fn, force_bound, replica_block, replica_devices,
+    shift_fn, neighbor_fn, force_bound, replica_block, replica_devices, dtype,
 ) -> Simulator:
     """A Simulator from a jax-md thermostatted integrator builder (``nvt_langevin``, ``brownian``)."""
     _check_positive(temperature=temperature, dt=dt, friction=friction, force_bound=force_bound)
@@ -293,7 +273,7 @@ def _stochastic(
     return _make_simulator(
         energy_fn, init_fn, step_fn, masses, steps_per_chunk, save_every, dt, neighbor_fn,
         force_bound, has_momentum=has_momentum, thermostat=True, replica_block=replica_block,
-        replica_devices=replica_devices,
+        replica_devices=replica_devices, dtype=dtype,
     )
 
 
@@ -325,7 +305,18 @@ def _replica_block(replica_block: int | str | None, split: bool = False) -> int 
     return int(replica_block)
 
 
-def _call_kwargs(kwargs: dict[str, Any], thermostat: bool, where: str) -> tuple[dict, dict]:
+def _float_dtype(dtype: Any) -> np.dtype:
+    """``dtype`` as a numpy float dtype; float64 needs 64-bit JAX, else a clear error."""
+    dtype = np.dtype(dtype)
+    if dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise ValueError(f"dtype must be float32 or float64, got {dtype}")
+    if dtype == np.float64 and not jax.config.read("jax_enable_x64"):
+        raise ValueError("dtype float64 needs 64-bit JAX: jax.config.update('jax_enable_x64', True) "
+                         "(or the jax.enable_x64 context) before building the simulator")
+    return dtype
+
+
+def _call_kwargs(kwargs: dict[str, Any], thermostat: bool, where: str, dtype: Any) -> tuple[dict, dict]:
     """Split call-time keywords into (energy keywords, integrator keywords {"kT": ...})."""
     energy_kwargs = dict(kwargs)
     for reserved in ("neighbor", "dt"):
@@ -339,7 +330,7 @@ def _call_kwargs(kwargs: dict[str, Any], thermostat: bool, where: str) -> tuple[
     kT = energy_kwargs.pop("kT")
     if not thermostat:
         raise ValueError(f"{where}: kT cannot be given to NVE dynamics (no thermostat); give it to init")
-    return energy_kwargs, {"kT": jnp.asarray(kT, dtype=jnp.float32)}
+    return energy_kwargs, {"kT": jnp.asarray(kT, dtype=dtype)}
 
 
 def _per_replica(integrator_kwargs: dict, n_replicas: int, where: str) -> dict:
@@ -366,9 +357,10 @@ def _state_shardings(sim: SimulationState, sharding: SimulationState) -> Simulat
 
 def _make_simulator(
     energy_fn, init_fn, step_fn, masses, steps_per_chunk, save_every, dt, neighbor_fn,
-    force_bound, has_momentum, thermostat, replica_block="auto", replica_devices="auto",
+    force_bound, has_momentum, thermostat, replica_block="auto", replica_devices="auto", dtype=jnp.float32,
 ) -> Simulator:
-    masses = jnp.asarray(masses, dtype=jnp.float32)
+    dtype = _float_dtype(dtype)
+    masses = jnp.asarray(masses, dtype=dtype)
     if masses.ndim != 1 or not bool(jnp.all(masses > 0)):
         raise ValueError(f"masses must be a (N,) array of positive amu, got shape {masses.shape}")
     if save_every < 1 or steps_per_chunk < 1 or steps_per_chunk % save_every:
@@ -388,8 +380,8 @@ def _make_simulator(
         return {"neighbor": nbrs, **energy_kwargs} if use_nbrs else dict(energy_kwargs)
 
     def init(key: Array, positions: Array, neighbor: Any = None, **kwargs: Any) -> SimulationState:
-        energy_kwargs, integrator_kwargs = _call_kwargs(kwargs, True, "init")
-        positions = jnp.asarray(positions, dtype=jnp.float32)
+        energy_kwargs, integrator_kwargs = _call_kwargs(kwargs, True, "init", dtype)
+        positions = jnp.asarray(positions, dtype=dtype)
         if positions.ndim != 3 or positions.shape[1:] != (n_beads, 3):
             raise ValueError(
                 f"positions must have shape (R, {n_beads}, 3), got {positions.shape}"
@@ -422,7 +414,7 @@ def _make_simulator(
     forces_all = jax.jit(jax.vmap(lambda r, nb, kw: force_fn(r, neighbor=nb, **kw), in_axes=(0, 0, None)))
 
     def set_neighbors(sim: SimulationState, neighbor: Any, **kwargs: Any) -> SimulationState:
-        energy_kwargs, _ = _call_kwargs(kwargs, thermostat, "set_neighbors")
+        energy_kwargs, _ = _call_kwargs(kwargs, thermostat, "set_neighbors", dtype)
         positions = sim.integrator.position
         neighbor = _fitted(neighbor, positions)
         integrator = sim.integrator
@@ -512,7 +504,7 @@ def _make_simulator(
     chunk_on_devices: dict[tuple, Callable] = {}
 
     def run_chunk(sim: SimulationState, **kwargs: Any) -> tuple[SimulationState, ChunkRecord]:
-        energy_kwargs, integrator_kwargs = _call_kwargs(kwargs, thermostat, "run_chunk")
+        energy_kwargs, integrator_kwargs = _call_kwargs(kwargs, thermostat, "run_chunk", dtype)
         integrator_kwargs = _per_replica(integrator_kwargs, sim.alive.shape[0], "run_chunk")
         devices = _replica_devices(replica_devices, sim.alive.shape[0])
         if devices is None:
@@ -574,7 +566,7 @@ def _make_simulator(
         _standard_promotion(init), _standard_promotion(run_chunk),
         _standard_promotion(allocate) if use_nbrs else None,
         _standard_promotion(set_neighbors) if use_nbrs else None, int(steps_per_chunk), int(save_every),
-        float(dt),
+        float(dt), dtype,
     )
 
 

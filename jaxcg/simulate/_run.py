@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxcg._files import reading
+from jaxcg._leaves import read_leaves, write_leaves
 from jaxcg.simulate._files import TrajectoryWriter
 from jaxcg.simulate._integrators import CHECKPOINT_VERSION, SimulationState, Simulator
 
@@ -184,20 +185,14 @@ def save_checkpoint(
     Written to a temporary file first and renamed, so a crash never leaves half a checkpoint.
     """
     path = Path(path)
-    leaves = jax.tree_util.tree_leaves(state)
-    arrays = {f"leaf_{i:03d}": np.asarray(_key_data(leaf)) for i, leaf in enumerate(leaves)}
+    leaves = [_key_data(leaf) for leaf in jax.tree_util.tree_leaves(state)]
     occupancy = -1 if state.neighbor is None else state.neighbor.max_occupancy
-    tmp = path.with_name(path.name + ".tmp.npz")
     extra = dict(extra or {})
-    clash = sorted(set(extra) & {*arrays, "version", "frames_written", "max_occupancy", "n_leaves"})
+    clash = sorted(set(extra) & {"version", "frames_written", "max_occupancy", "n_leaves"})
     if clash:
         raise ValueError(f"extra must not use the checkpoint's own names, got {clash}")
-    np.savez(
-        tmp, **arrays, **extra, version=CHECKPOINT_VERSION, frames_written=frames_written,
-        max_occupancy=occupancy, n_leaves=len(leaves),
-    )
-    os.replace(tmp, path)
-    return path
+    return write_leaves(path, leaves, {**extra, "version": CHECKPOINT_VERSION, "frames_written": frames_written,
+                                      "max_occupancy": occupancy, "n_leaves": len(leaves)})
 
 
 def resume_state(
@@ -214,7 +209,7 @@ def resume_state(
                 f"checkpoint {str(path)!r} has version {version}, expected {CHECKPOINT_VERSION}"
             )
         n_leaves = int(archive["n_leaves"])
-        leaves = [archive[f"leaf_{i:03d}"] for i in range(n_leaves)]
+        leaves = read_leaves(archive)
         frames, occupancy = int(archive["frames_written"]), int(archive["max_occupancy"])
     positions = jnp.asarray(leaves[0])
     neighbor = None

@@ -71,13 +71,13 @@ class ReplicaExchange(NamedTuple):
     @property
     def kT(self) -> Array:
         """(R,) kJ/mol, the temperature of each replica (k·M + m at temperature k)."""
-        kT = jnp.asarray([kT_from_temperature(t) for t in self.temperatures], jnp.float32)
+        kT = jnp.asarray([kT_from_temperature(t) for t in self.temperatures], self.simulator.dtype)
         return jnp.repeat(kT, self.n_per_temperature)
 
     def init(self, key: Array, positions: Array, **kwargs: Any) -> TemperingState:
         """Start all replicas: ``positions`` (K·M, N, 3) nm, or (M, N, 3) nm, copied to every
         temperature; momenta drawn at each replica's temperature. ``kwargs`` go to the energy."""
-        positions = jnp.asarray(positions, jnp.float32)
+        positions = jnp.asarray(positions, self.simulator.dtype)
         n_temps, n_copies = len(self.temperatures), self.n_per_temperature
         if positions.ndim == 3 and positions.shape[0] == n_copies and n_temps > 1:
             positions = jnp.tile(positions, (n_temps, 1, 1))
