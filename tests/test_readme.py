@@ -34,12 +34,13 @@ def test_readme_examples_run():
             exec(compile(block, str(README), "exec"), namespace)
 
 
-@pytest.mark.parametrize("index", [0, 1])
+@pytest.mark.parametrize("index", [0, 1, 2])
 def test_end_to_end_examples_run_and_check_themselves(index):
     """Each end-to-end demonstration runs on its own and asserts its check (finite differences or
     an exact answer): the section's block ``index``."""
     blocks = python_blocks(end_to_end_section())
-    assert len(blocks) == 2, f"{END_TO_END}: expected 2 python blocks (gradient through dynamics, relative entropy)"
+    assert len(blocks) == 3, (f"{END_TO_END}: expected 3 python blocks (joint map + SchNet, gradient through "
+                              "dynamics, relative entropy)")
     assert re.search(r"^\s*assert ", blocks[index], flags=re.M), f"{END_TO_END}: block {index} checks nothing"
     exec(compile(blocks[index], f"{README}:{END_TO_END}[{index}]", "exec"), {})
 
