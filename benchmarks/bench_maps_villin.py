@@ -268,6 +268,21 @@ def villin_main(args) -> None:
         maps[name] = row
     rate_after = matmul_rate()
 
+    # the jnp route (optimal_force_matrix: jittable, differentiable) on the same moment, for its
+    # compile cost: the first call compiles, the later ones do not
+    from jaxcg.maps import optimal_force_matrix
+
+    with jax.enable_x64(True):
+        jnp_args = (jax.numpy.asarray(moment.mean), jax.numpy.asarray(np.asarray(ca.config, np.float64)),
+                    jax.numpy.asarray(expand))
+        start = time.perf_counter()
+        optimal_force_matrix(*jnp_args, reduced=True).block_until_ready()
+        jnp_first = time.perf_counter() - start
+        jnp_warm, _, _ = _median_time(
+            lambda: optimal_force_matrix(*jnp_args, reduced=True).block_until_ready(), args.repeats)
+    jnp_route = {"first_call_seconds": jnp_first, "warm_seconds": jnp_warm, "compile_seconds": jnp_first - jnp_warm,
+                 "host_kkt_solve_seconds": maps["CA"]["kkt_solve_seconds"]}
+
     # 2. the moment's rate against the matrix multiply: trials interleaved, so that both see
     #    the same load on this shared machine; medians over the trials
     rows_count = 3 * n_frames
@@ -358,6 +373,7 @@ def villin_main(args) -> None:
         "speedup_including_first_call_float32": ca_row["qp_osqp"]["seconds"] / first_call,
         "speedup_including_first_call_float64": ca_row["qp_osqp"]["seconds"] / first_call64,
         "maps": maps,
+        "jnp_kkt_route_ca": jnp_route,
         "moment_rate": rate,
         "held_out_noise": noise,
         "frame_scaling_ca": frame_scaling,
@@ -384,6 +400,9 @@ def report(result: dict, out: Path) -> None:
               f"{j32['consistency_residual']:>11.1e}/{qp['consistency_residual']:.1e}")
     print(f"speedup including the first call (CA): {result['speedup_including_first_call_float32']:.1f}x "
           f"(float32 moment), {result['speedup_including_first_call_float64']:.1f}x (float64)")
+    j = result["jnp_kkt_route_ca"]
+    print(f"KKT solve (CA): host {j['host_kkt_solve_seconds']:.4f} s; the jnp route (jit) {j['first_call_seconds']:.2f} s "
+          f"first call, {j['warm_seconds']:.4f} s warm: {j['compile_seconds']:.2f} s of compilation")
     r = result["moment_rate"]
     print(f"moment: {r['moment_seconds']:.4f} s for {r['rows']} x {r['groups_m']} rows: "
           f"{r['moment_gflops_gemm_equivalent']:.1f} GFLOP/s gemm-equivalent "
