@@ -59,8 +59,9 @@ class ForceMoment:
 
 
 _PRECISIONS = ("float64", "float32")
-#: Rows (frame, dimension) per float32 matrix product; the products are summed in float64.
-_BLOCK_ROWS = 3072
+#: Frames per block: gathered into reused buffers (a few MB, cache-sized, no fresh pages per
+#: block) and multiplied by BLAS; float32 products over a block's 3072 rows are summed in float64.
+_BLOCK_FRAMES = 1024
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,33 +106,46 @@ def _group_sum_plan(expansion: np.ndarray) -> _GroupSum | None:
     return _GroupSum(sources=tuple(sources), widths=tuple(widths), order=order)
 
 
-def _group_rows(forces: np.ndarray, plan: _GroupSum, dtype: type) -> np.ndarray:
-    """(3t, m) forces summed over groups, rows (frame, dimension), columns internal groups."""
-    t = forces.shape[0]
-    flat = np.asarray(forces).reshape(t, -1).astype(dtype, copy=False)
-    summed = np.take(flat, plan.sources[0], axis=1)
-    blocks = summed.reshape(t, 3, plan.widths[0])
-    for source, width in zip(plan.sources[1:], plan.widths[1:], strict=True):
-        blocks[:, :, :width] += np.take(flat, source, axis=1).reshape(t, 3, width)
-    return summed.reshape(3 * t, plan.widths[0])
+class _Blocks:
+    """Reused buffers for the blocks of one accumulation: the group-summed rows and a scratch."""
+
+    def __init__(self, plan: _GroupSum, dtype: type) -> None:
+        self.plan, self.dtype = plan, dtype
+        self.rows = np.empty((_BLOCK_FRAMES, 3 * plan.widths[0]), dtype)
+        self.scratch = np.empty(_BLOCK_FRAMES * 3 * max(plan.widths[1:], default=0), dtype)
+        self.cast = None  # float64 copy of float32 forces, made on first use
+
+    def rows_of(self, forces: np.ndarray) -> np.ndarray:
+        """(3t, m) forces summed over groups, rows (frame, dimension), columns internal groups;
+        a view of the reused buffer, valid until the next call. ``forces``: (t, n, 3), t ≤ block."""
+        t, plan = forces.shape[0], self.plan
+        flat = forces.reshape(t, -1)
+        if flat.dtype != self.dtype:
+            if self.cast is None:
+                self.cast = np.empty((_BLOCK_FRAMES, flat.shape[1]), self.dtype)
+            flat = self.cast[:t]
+            np.copyto(flat, forces.reshape(t, -1), casting="unsafe")
+        summed = self.rows[:t]
+        np.take(flat, plan.sources[0], axis=1, out=summed, mode="wrap")  # "wrap": unbuffered
+        blocks = summed.reshape(t, 3, plan.widths[0])
+        for source, width in zip(plan.sources[1:], plan.widths[1:], strict=True):
+            part = self.scratch[: t * 3 * width].reshape(t, 3 * width)
+            np.take(flat, source, axis=1, out=part, mode="wrap")
+            blocks[:, :, :width] += part.reshape(t, 3, width)
+        return summed.reshape(3 * t, plan.widths[0])
 
 
-def _chunk_moment(rows: np.ndarray, weights: np.ndarray | None) -> np.ndarray:
-    """Σ_r w_r x_r x_rᵀ over the (R, m) rows, as float64 (m, m); BLAS products in rows' dtype.
+def _weighted_moment(rows: np.ndarray, weights: np.ndarray | None) -> np.ndarray:
+    """Σ_r w_r x_r x_rᵀ over the (R, m) rows by one BLAS product in rows' dtype, as float64.
 
-    float32 rows are multiplied in blocks of ``_BLOCK_ROWS`` rows and the blocks summed in
-    float64. ``weights`` (R,) per row, or None for all ones.
+    ``weights`` (R,) per row, or None for all ones; non-negative weights scale ``rows`` in place.
     """
-    if weights is not None and np.all(weights >= 0):
-        rows = rows * np.sqrt(weights, dtype=rows.dtype)[:, None]
-        weights = None
-    step = rows.shape[0] if rows.dtype == np.float64 else _BLOCK_ROWS
-    total = np.zeros((rows.shape[1], rows.shape[1]))
-    for start in range(0, rows.shape[0], step):
-        block = rows[start : start + step]
-        other = block if weights is None else block * weights[start : start + step, None]
-        total += block.T @ other
-    return total
+    if weights is None:
+        return (rows.T @ rows).astype(np.float64)
+    if np.all(weights >= 0):
+        rows *= np.sqrt(weights, dtype=rows.dtype)[:, None]
+        return (rows.T @ rows).astype(np.float64)
+    return (rows.T @ (rows * weights[:, None])).astype(np.float64)
 
 
 def _iter_force_chunks(source: ForceSource, chunk_size: int):
@@ -187,9 +201,9 @@ def force_second_moment(
     if precision not in _PRECISIONS:
         raise ValueError(f"precision must be one of {_PRECISIONS}, got {precision!r}")
     dtype = np.float64 if precision == "float64" else np.float32
-    total, weight, n_frames, n_atoms, plan = None, 0.0, 0, None, None
+    total, weight, n_frames, n_atoms, plan, buffers = None, 0.0, 0, None, None, None
     for forces, weights in _iter_force_chunks(source, chunk_size):
-        forces = np.asarray(forces)
+        forces = np.ascontiguousarray(forces)
         if forces.ndim != 3 or forces.shape[2] != 3:
             raise ValueError(f"force chunks must have shape (t, n, 3), got {forces.shape}")
         if n_atoms is None:
@@ -206,12 +220,17 @@ def force_second_moment(
             raise ValueError(
                 f"force chunk has {forces.shape[1]} atoms but earlier chunks had {n_atoms}"
             )
-        if plan is None:  # a general expansion: a dense product instead of gathers
-            rows = np.swapaxes(forces, 1, 2).reshape(-1, n_atoms).astype(dtype) @ expansion.astype(dtype)
-        else:
-            rows = _group_rows(forces, plan, dtype)
         w = None if weights is None else np.asarray(weights, np.float64)
-        chunk = _chunk_moment(rows, None if w is None else np.repeat(w, 3).astype(dtype))
+        chunk = np.zeros((expansion.shape[1],) * 2)
+        for start in range(0, forces.shape[0], _BLOCK_FRAMES):
+            block = forces[start : start + _BLOCK_FRAMES]
+            if plan is None:  # a general expansion: a dense product instead of gathers
+                rows = np.swapaxes(block, 1, 2).reshape(-1, n_atoms).astype(dtype) @ expansion.astype(dtype)
+            else:
+                buffers = buffers or _Blocks(plan, dtype)
+                rows = buffers.rows_of(block)
+            row_weights = None if w is None else np.repeat(w[start : start + _BLOCK_FRAMES], 3).astype(dtype)
+            chunk += _weighted_moment(rows, row_weights)
         if not np.isfinite(np.trace(chunk)):
             raise ValueError(f"forces chunk starting at frame {n_frames} holds NaN or inf")
         total = chunk if total is None else total + chunk
