@@ -53,7 +53,7 @@ def _run_reference(args: argparse.Namespace) -> int:
     from jaxcg.reference import generate
     from jaxcg.reference._systems import default_solvent
 
-    solvent = args.solvent or default_solvent(args.system)
+    solvent = args.solvent = args.solvent or default_solvent(args.system)  # recorded resolved
     with tqdm(unit="frame", desc=f"{args.system} ({solvent})") as bar:
 
         def progress(done: int, total: int, ns_per_day: float) -> None:
