@@ -178,6 +178,27 @@ def stream_only(n_frames: int) -> None:
     }))
 
 
+def heap_peaks(forces: np.ndarray, cg, constraints: np.ndarray) -> dict:
+    """Peak traced heap (numpy buffers) of one call of each route on in-memory forces, MB."""
+    import tracemalloc
+
+    from jaxcg.maps import optimal_linear_map
+
+    config = np.asarray(cg.config, np.float64)
+    calls = {
+        "jaxcg_float32": lambda: optimal_linear_map(forces, cg, constraints, precision="float32"),
+        "jaxcg_float64": lambda: optimal_linear_map(forces, cg, constraints),
+        "qp_osqp": lambda: qp_reference_map(forces, config, constraints),
+    }
+    peaks = {"frames": int(forces.shape[0]), "forces_mb": forces.nbytes / 2**20}
+    for name, call in calls.items():
+        tracemalloc.start()
+        call()
+        peaks[f"{name}_heap_peak_mb"] = tracemalloc.get_traced_memory()[1] / 2**20
+        tracemalloc.stop()
+    return peaks
+
+
 def streamed_memory() -> list[dict]:
     rows = []
     for n in STREAM_FRAMES:
@@ -194,6 +215,16 @@ def streamed_memory() -> list[dict]:
 def villin_main(args) -> None:
     if args.stream_only:
         stream_only(args.stream_only)
+        return
+    if os.environ.get("VILLIN_HEAP_ONLY"):  # add the in-memory heap peaks to an existing result
+        out = Path(args.out or HERE / "results" / "maps_villin.json")
+        forces, data = villin_forces(args.frames or 10_000)
+        from jaxcg.maps import slice_map
+
+        result = json.loads(out.read_text())
+        result["heap_peak_in_memory_ca"] = heap_peaks(forces, slice_map(data.topology, "name CA"), data.constraints)
+        out.write_text(json.dumps(result, indent=2))
+        print(json.dumps(result["heap_peak_in_memory_ca"], indent=1))
         return
     n_frames = args.frames or 10_000
     out = Path(args.out or HERE / "results" / "maps_villin.json")
@@ -363,6 +394,7 @@ def villin_main(args) -> None:
                              "qp_osqp_seconds": t_qp, "speedup": t_qp / t32})
 
     stream = streamed_memory()
+    heap = heap_peaks(forces, ca, constraints)
 
     ca_row = maps["CA"]
     result = {
@@ -388,6 +420,7 @@ def villin_main(args) -> None:
         "frame_scaling_ca": frame_scaling,
         "bead_scaling": bead_scaling,
         "streaming": stream,
+        "heap_peak_in_memory_ca": heap,
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
