@@ -179,7 +179,7 @@ def test_optimal_map_equals_the_independent_solver(vacuum_data, mapping):
 
 @pytest.mark.slow
 def test_explicit_generation_writes_protein_frames(tmp_path):
-    """A two-frame explicit-solvent run (minimisation of 8,867 atoms: a minute on 2 cores)."""
+    """A two-frame explicit-solvent run (minimisation of 8,867 atoms: about 2 minutes on 2 busy cores)."""
     out = generate("villin", tmp_path / "villin.h5", n_frames=2, save_every=1, equilibration_ps=0.0)
     data = load_dataset(out)
     assert data.positions.shape == (2, N_PROTEIN, 3)
