@@ -5,7 +5,7 @@ integrated for about ``--seconds`` of wall time on each platform (Reference only
 hopeless: the explicit-solvent PME boxes run on CPU only). Frames are not written, so the
 numbers are the integrator's speed; ``generate`` adds a few percent for saving forces.
 
-    python benchmarks/bench_reference.py [--seconds 3] [--out benchmarks/results/reference.json]
+    python benchmarks/bench_reference.py [--seconds 3] [--systems villin] [--out benchmarks/results/reference.json]
 """
 
 from __future__ import annotations
@@ -25,6 +25,9 @@ CASES = [
     ("chignolin", "vacuum", False),
     ("chignolin", "implicit", False),
     ("chignolin", "explicit", False),
+    ("villin", "vacuum", False),
+    ("villin", "implicit", False),
+    ("villin", "explicit", False),
 ]
 
 
@@ -74,12 +77,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=3.0, help="wall time per measurement")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "reference.json"))
+    parser.add_argument("--systems", nargs="+", default=None, help="only these systems (default: all)")
     args = parser.parse_args()
     rows = []
     header = f"{'system':<18} {'solvent':<9} {'variant':<9} {'atoms':>6} {'platform':<10} {'us/step':>10} {'ns/day':>10}"
     print(header)
     print("-" * len(header))
     for name, solvent, rigid in CASES:
+        if args.systems and name not in args.systems:
+            continue
         platforms = ["CPU"] if solvent == "explicit" else ["Reference", "CPU"]
         for plat in platforms:
             row = measure(name, solvent, rigid, plat, args.seconds)

@@ -23,10 +23,11 @@ def _add_reference_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Simulate a built-in system with OpenMM (Langevin) and write a jaxcg "
         "dataset (HDF5, positions nm, forces kJ/mol/nm), chunk by chunk and resumable.",
     )
-    parser.add_argument("system", choices=["water_dimer", "alanine_dipeptide", "chignolin"])
+    parser.add_argument("system", choices=["water_dimer", "alanine_dipeptide", "chignolin", "villin"])
     parser.add_argument(
-        "--solvent", default="vacuum", choices=["vacuum", "implicit", "explicit"],
-        help="implicit (GBn2) and explicit (TIP3P, PME) only for the peptides",
+        "--solvent", default=None, choices=["vacuum", "implicit", "explicit"],
+        help="implicit (GBn2) and explicit (TIP3P, PME) only for the peptides; default vacuum, "
+        "explicit for villin",
     )
     parser.add_argument("--rigid", action="store_true", help="rigid TIP3P (water_dimer only)")
     length = parser.add_mutually_exclusive_group(required=True)
@@ -50,8 +51,10 @@ def _run_reference(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from jaxcg.reference import generate
+    from jaxcg.reference._systems import default_solvent
 
-    with tqdm(unit="frame", desc=f"{args.system} ({args.solvent})") as bar:
+    solvent = args.solvent = args.solvent or default_solvent(args.system)  # recorded resolved
+    with tqdm(unit="frame", desc=f"{args.system} ({solvent})") as bar:
 
         def progress(done: int, total: int, ns_per_day: float) -> None:
             if bar.total != total:  # first call: frames of a resumed file count as initial
@@ -64,7 +67,7 @@ def _run_reference(args: argparse.Namespace) -> int:
             path = generate(
                 args.system, args.out, n_frames=args.frames, ns=args.ns,
                 save_every=args.save_every, temperature=args.temperature, seed=args.seed,
-                solvent=args.solvent, rigid=args.rigid, platform=args.platform,
+                solvent=solvent, rigid=args.rigid, platform=args.platform,
                 resume=args.resume, progress=progress, overwrite=args.overwrite,
             )
         except (ValueError, OSError) as err:

@@ -32,14 +32,12 @@ def optimal_force_map_reference(forces, config, groups, l2=0.0):
     q = reduced.T @ reduced / n_frames + l2 * c.T @ c
     a = np.asarray(config, np.float64) @ c
     z = scipy.linalg.null_space(a)
-    rows = []
-    for i in range(a.shape[0]):
-        e = np.zeros(a.shape[0])
-        e[i] = 1.0
-        w0 = np.linalg.lstsq(a, e, rcond=None)[0]
-        theta = np.linalg.lstsq(z.T @ q @ z, -z.T @ q @ w0, rcond=None)[0]
-        rows.append(c @ (w0 + z @ theta))
-    return np.stack(rows)
+    reduced_q = z.T @ q @ z
+    # the least-squares (minimum-norm) solutions of all beads at once: pseudo-inverses with
+    # lstsq's default cut-off, computed once instead of one lstsq per bead
+    w0 = np.linalg.pinv(a, rcond=max(a.shape) * np.finfo(float).eps)  # columns: particular solutions
+    theta = -np.linalg.pinv(reduced_q, rcond=max(reduced_q.shape) * np.finfo(float).eps) @ (z.T @ q @ w0)
+    return (c @ (w0 + z @ theta)).T
 
 
 def objective(force_map, forces):

@@ -1,6 +1,13 @@
 """Linear coarse-graining maps: positions x = M r, forces f = G F."""
 
-from jaxcg.maps._builders import basic_aggregation_map, com_map, slice_map
+from jaxcg.maps._builders import (
+    BACKBONE_NAMES,
+    basic_aggregation_map,
+    ca_sidechain_groups,
+    ca_sidechain_map,
+    com_map,
+    slice_map,
+)
 from jaxcg.maps._cg_data import bead_types_by_atom, cg_topology, map_dataset
 from jaxcg.maps._checks import MapReport, MapValidityError, check_map
 from jaxcg.maps._configurational import (
@@ -35,6 +42,7 @@ from jaxcg.maps._parametrized import (
 )
 
 __all__ = [
+    "BACKBONE_NAMES",
     "ForceMoment",
     "LinearMap",
     "MapParametrization",
@@ -45,6 +53,8 @@ __all__ = [
     "apply_noise_augmented_map",
     "augment_with_noise",
     "basic_aggregation_map",
+    "ca_sidechain_groups",
+    "ca_sidechain_map",
     "cg_topology",
     "check_map",
     "configurational_coefficients",

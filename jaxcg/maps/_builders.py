@@ -1,4 +1,4 @@
-"""Builders of simple linear maps: slice, centre of mass, basic aggregation."""
+"""Builders of simple linear maps: slice, centre of mass, CA + side chain, basic aggregation."""
 
 from __future__ import annotations
 
@@ -94,6 +94,51 @@ def com_map(
         config[bead, atoms] = masses / masses.sum()
         force[bead, atoms] = 1.0
     return LinearMap.validated(config=jnp.asarray(config, dtype=jnp.float32), force=jnp.asarray(force))
+
+
+#: Atom names of the backbone (and C-terminal oxygens), never part of a side-chain bead.
+BACKBONE_NAMES = frozenset({"N", "CA", "C", "O", "OXT", "OC1", "OC2", "OT1", "OT2"})
+
+
+def ca_sidechain_groups(topology: md.Topology) -> list[np.ndarray]:
+    """Atom indices of the beads of ``ca_sidechain_map``, in residue order: per residue with a CA
+    atom, [CA] and then (except glycine, which has none) its side-chain heavy atoms: every
+    non-hydrogen atom of the residue whose name is not in ``BACKBONE_NAMES``."""
+    groups = []
+    for residue in topology.residues:
+        ca = [a.index for a in residue.atoms if a.name == "CA"]
+        if not ca:
+            continue  # water, ions, caps
+        groups.append(np.array(ca))
+        side = [
+            a.index
+            for a in residue.atoms
+            if a.name not in BACKBONE_NAMES and a.element is not None and a.element.symbol != "H"
+        ]
+        if side:
+            groups.append(np.array(side))
+    if not groups:
+        raise ValueError("ca_sidechain_map: the topology has no residue with a CA atom")
+    return groups
+
+
+def ca_sidechain_map(topology: md.Topology, weighting: str = "uniform") -> LinearMap:
+    """Two beads per amino acid: its CA atom and the centroid of its side-chain heavy atoms.
+
+    Glycine (no side-chain heavy atom) gets its CA bead only; residues without a CA atom
+    (water, ions, ACE/NME caps) get no bead. Beads are ordered by residue, CA first.
+
+    Args:
+      topology: mdtraj Topology with n atoms.
+      weighting: "uniform" (geometric centroid of the side-chain heavy atoms) or "mass".
+
+    Returns:
+      LinearMap with (N, n) matrices: M rows the CA one-hot or the centroid weights, G the
+      sum of each bead's atoms' forces (as ``com_map``). Under constraints (hydrogens bonded
+      to these atoms) build the force map with ``basic_aggregation_map`` or
+      ``optimal_linear_map`` from this map's ``config``.
+    """
+    return com_map(topology, ca_sidechain_groups(topology), weighting=weighting)
 
 
 def _mass(atom: md.core.topology.Atom) -> float:

@@ -11,8 +11,11 @@ whose KKT system [[2Q, Aᵀ], [A, 0]] [W; Λ] = [0; I] with A = M C is solved ex
 solve. Q may be singular (in vacuum the forces sum to zero in every frame, so the all-ones vector
 is in its null space); the KKT matrix stays non-singular as long as Q is positive definite on the
 null space of A, and the minimum-norm (pseudo-inverse) solution takes over where it is not. The
-solve given the moment (``optimal_force_matrix``) is pure ``jax.numpy``: jittable and
-differentiable; only the accumulation of the moment streams frames on the host.
+solve given the moment has two implementations of the same KKT system: ``optimal_force_matrix``
+in pure ``jax.numpy`` (jittable and differentiable) and the host solve behind
+``solve_optimal_force_map`` and ``optimal_linear_map`` (numpy LAPACK, nothing to compile, so a
+map computed once per dataset does not pay for compilation). The moment is accumulated on the
+host from streamed chunks with BLAS products (float64 accumulation across chunks).
 """
 
 from __future__ import annotations
@@ -56,46 +59,93 @@ class ForceMoment:
 
 
 _PRECISIONS = ("float64", "float32")
-_BLOCK_ROWS = 1024
+#: Frames per block: gathered into reused buffers (a few MB, cache-sized, no fresh pages per
+#: block) and multiplied by BLAS; float32 products over a block's 3072 rows are summed in float64.
+_BLOCK_FRAMES = 1024
 
 
-@functools.partial(jax.jit, static_argnames="precision")
-def _chunk_moment(
-    forces: jax.Array, weights: jax.Array, members: jax.Array, precision: str = "float64"
-) -> jax.Array:
-    """Σ_t w_t Σ_d F'_td F'_tdᵀ for one chunk, F' = Cᵀ F the group-summed forces; float64 result.
+@dataclasses.dataclass(frozen=True)
+class _GroupSum:
+    """How to sum (t, n, 3) forces over constraint groups with a few column gathers.
 
-    ``members`` (m, s) lists each group's atoms, padded with the index n of an appended zero
-    atom, so the group sums are a gather and an add instead of a dense product with C.
-    precision "float64": products and sums in float64. "float32": products in float32 over blocks
-    of 1024 rows, blocks summed in float64 (relative error ~1e-7 of the largest entry).
+    Internally the groups are ordered by size, largest first, so pass j (the j-th member of
+    every group that has more than j members) adds into a leading block of columns.
+
+    Attributes:
+      sources: per pass j, (3 m_j,) int indices into a frame's flattened (n * 3) forces, in
+        (dimension, group) order.
+      widths: per pass j, m_j: the number of groups with more than j members (widths[0] = m).
+      order: (m,) the expansion column of each internal group.
     """
-    t = forces.shape[0]
-    padded = jnp.concatenate([forces, jnp.zeros((t, 1, 3), forces.dtype)], axis=1)
-    summed = jnp.sum(padded[:, members], axis=2)  # (t, m, 3): sums of a handful of atoms
-    rows = jnp.swapaxes(summed, 1, 2).reshape(3 * t, -1)  # (3t, m)
-    row_weights = jnp.repeat(weights, 3)[:, None]
-    if precision == "float64":
-        rows = rows.astype(jnp.float64)
-        return (rows * row_weights.astype(jnp.float64)).T @ rows
-    rows = rows.astype(jnp.float32)
-    n_blocks = -(-rows.shape[0] // _BLOCK_ROWS)
-    pad = n_blocks * _BLOCK_ROWS - rows.shape[0]
-    blocks = jnp.pad(rows, ((0, pad), (0, 0))).reshape(n_blocks, _BLOCK_ROWS, -1)
-    block_weights = jnp.pad(row_weights.astype(jnp.float32), ((0, pad), (0, 0))).reshape(n_blocks, _BLOCK_ROWS, 1)
-    partial = jnp.einsum("bti,btj->bij", blocks * block_weights, blocks)
-    return jnp.sum(partial.astype(jnp.float64), axis=0)
+
+    sources: tuple[np.ndarray, ...]
+    widths: tuple[int, ...]
+    order: np.ndarray
 
 
-def _group_members(expansion: np.ndarray) -> np.ndarray:
-    """(m, s) atom indices of each column of the 0/1 expansion matrix, padded with n."""
-    n_atoms, n_groups = expansion.shape
-    columns = [np.flatnonzero(expansion[:, k]) for k in range(n_groups)]
-    width = max(len(c) for c in columns)
-    members = np.full((n_groups, width), n_atoms, dtype=np.int32)
-    for k, atoms in enumerate(columns):
-        members[k, : len(atoms)] = atoms
-    return members
+def _group_sum_plan(expansion: np.ndarray) -> _GroupSum | None:
+    """The gather plan of a 0/1 expansion matrix that partitions the atoms; None otherwise."""
+    expansion = np.asarray(expansion)
+    if not (np.all((expansion == 0) | (expansion == 1)) and np.all(expansion.sum(axis=1) == 1)):
+        return None
+    label = np.argmax(expansion, axis=1)
+    sizes = np.bincount(label, minlength=expansion.shape[1])
+    if np.any(sizes == 0):
+        return None
+    order = np.argsort(-sizes, kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size)
+    atoms = np.argsort(rank[label], kind="stable")  # atoms grouped by internal group
+    starts = np.concatenate([[0], np.cumsum(sizes[order])[:-1]])
+    sources, widths = [], []
+    for j in range(int(sizes.max())):
+        width = int(np.count_nonzero(sizes > j))
+        members = atoms[starts[:width] + j]
+        sources.append((3 * members[None, :] + np.arange(3)[:, None]).reshape(-1))
+        widths.append(width)
+    return _GroupSum(sources=tuple(sources), widths=tuple(widths), order=order)
+
+
+class _Blocks:
+    """Reused buffers for the blocks of one accumulation: the group-summed rows and a scratch."""
+
+    def __init__(self, plan: _GroupSum, dtype: type) -> None:
+        self.plan, self.dtype = plan, dtype
+        self.rows = np.empty((_BLOCK_FRAMES, 3 * plan.widths[0]), dtype)
+        self.scratch = np.empty(_BLOCK_FRAMES * 3 * max(plan.widths[1:], default=0), dtype)
+        self.cast = None  # float64 copy of float32 forces, made on first use
+
+    def rows_of(self, forces: np.ndarray) -> np.ndarray:
+        """(3t, m) forces summed over groups, rows (frame, dimension), columns internal groups;
+        a view of the reused buffer, valid until the next call. ``forces``: (t, n, 3), t ≤ block."""
+        t, plan = forces.shape[0], self.plan
+        flat = forces.reshape(t, -1)
+        if flat.dtype != self.dtype:
+            if self.cast is None:
+                self.cast = np.empty((_BLOCK_FRAMES, flat.shape[1]), self.dtype)
+            flat = self.cast[:t]
+            np.copyto(flat, forces.reshape(t, -1), casting="unsafe")
+        summed = self.rows[:t]
+        np.take(flat, plan.sources[0], axis=1, out=summed, mode="wrap")  # "wrap": unbuffered
+        blocks = summed.reshape(t, 3, plan.widths[0])
+        for source, width in zip(plan.sources[1:], plan.widths[1:], strict=True):
+            part = self.scratch[: t * 3 * width].reshape(t, 3 * width)
+            np.take(flat, source, axis=1, out=part, mode="wrap")
+            blocks[:, :, :width] += part.reshape(t, 3, width)
+        return summed.reshape(3 * t, plan.widths[0])
+
+
+def _weighted_moment(rows: np.ndarray, weights: np.ndarray | None) -> np.ndarray:
+    """Σ_r w_r x_r x_rᵀ over the (R, m) rows by one BLAS product in rows' dtype, as float64.
+
+    ``weights`` (R,) per row, or None for all ones; non-negative weights scale ``rows`` in place.
+    """
+    if weights is None:
+        return (rows.T @ rows).astype(np.float64)
+    if np.all(weights >= 0):
+        rows *= np.sqrt(weights, dtype=rows.dtype)[:, None]
+        return (rows.T @ rows).astype(np.float64)
+    return (rows.T @ (rows * weights[:, None])).astype(np.float64)
 
 
 def _iter_force_chunks(source: ForceSource, chunk_size: int):
@@ -135,54 +185,80 @@ def force_second_moment(
       expansion: optional (n, m) constraint-group expansion matrix C
         (``jaxcg.constraints.expansion_matrix``): the moment of the group-summed forces, m × m,
         which is all the optimal map needs and m²/n² of the work.
-      chunk_size: frames per device call for in-memory sources.
-      precision: "float64" (default; exact products of the given forces) or "float32" (float32
-        products over blocks of 1024 rows, accumulated in float64: about 2× faster on CPUs,
-        relative error ~1e-7 of the largest entry).
+      chunk_size: frames per accumulation step for in-memory sources (an iterable's own chunks
+        are used as they come); memory use grows with the chunk, not with the frame count.
+      precision: "float64" (default; float64 products of the given forces) or "float32"
+        (float32 products over blocks of 3072 rows, the blocks summed in float64: half the
+        memory traffic and twice the SIMD width; relative error ~1e-7 of the largest entry).
 
     Returns:
       ForceMoment, accumulated in float64.
+
+    The forces are summed over the groups by a few column gathers (one per group member) and
+    the moment is formed by BLAS products (XᵀX of the (3t, m) group-summed rows) in numpy:
+    nothing is compiled, and the same code serves every chunk size.
     """
     if precision not in _PRECISIONS:
         raise ValueError(f"precision must be one of {_PRECISIONS}, got {precision!r}")
-    total, weight, n_frames, n_atoms = None, 0.0, 0, None
-    with jax.enable_x64(True):
-        for forces, weights in _iter_force_chunks(source, chunk_size):
-            if forces.ndim != 3 or forces.shape[2] != 3:
-                raise ValueError(f"force chunks must have shape (t, n, 3), got {forces.shape}")
-            if n_atoms is None:
-                n_atoms = forces.shape[1]
-                if expansion is None:
-                    expansion = np.eye(n_atoms)
-                elif np.shape(expansion)[0] != n_atoms:
-                    raise ValueError(
-                        f"forces have {n_atoms} atoms but the map/expansion has {np.shape(expansion)[0]}"
-                    )
-                members = jnp.asarray(_group_members(np.asarray(expansion)))
-            elif forces.shape[1] != n_atoms:
+    dtype = np.float64 if precision == "float64" else np.float32
+    total, weight, n_frames, n_atoms, plan, buffers = None, 0.0, 0, None, None, None
+    for forces, weights in _iter_force_chunks(source, chunk_size):
+        forces = np.ascontiguousarray(forces)
+        if forces.ndim != 3 or forces.shape[2] != 3:
+            raise ValueError(f"force chunks must have shape (t, n, 3), got {forces.shape}")
+        if n_atoms is None:
+            n_atoms = forces.shape[1]
+            if expansion is None:
+                expansion = np.eye(n_atoms)
+            elif np.shape(expansion)[0] != n_atoms:
                 raise ValueError(
-                    f"force chunk has {forces.shape[1]} atoms but earlier chunks had {n_atoms}"
+                    f"forces have {n_atoms} atoms but the map/expansion has {np.shape(expansion)[0]}"
                 )
-            w = np.ones(forces.shape[0]) if weights is None else np.asarray(weights, np.float64)
-            chunk = _chunk_moment(jnp.asarray(forces), jnp.asarray(w), members, precision)
-            if not bool(jnp.isfinite(jnp.trace(chunk))):
-                raise ValueError(f"forces chunk starting at frame {n_frames} holds NaN or inf")
-            total = chunk if total is None else total + chunk
-            weight += float(w.sum())
-            n_frames += forces.shape[0]
-        if total is None:
-            raise ValueError("no frames: the force source is empty")
-        total = np.asarray(total)
+            expansion = np.asarray(expansion, dtype=np.float64)
+            plan = _group_sum_plan(expansion)
+        elif forces.shape[1] != n_atoms:
+            raise ValueError(
+                f"force chunk has {forces.shape[1]} atoms but earlier chunks had {n_atoms}"
+            )
+        w = None if weights is None else np.asarray(weights, np.float64)
+        chunk = np.zeros((expansion.shape[1],) * 2)
+        for start in range(0, forces.shape[0], _BLOCK_FRAMES):
+            block = forces[start : start + _BLOCK_FRAMES]
+            if plan is None:  # a general expansion: a dense product instead of gathers
+                rows = np.swapaxes(block, 1, 2).reshape(-1, n_atoms).astype(dtype) @ expansion.astype(dtype)
+            else:
+                buffers = buffers or _Blocks(plan, dtype)
+                rows = buffers.rows_of(block)
+            row_weights = None if w is None else np.repeat(w[start : start + _BLOCK_FRAMES], 3).astype(dtype)
+            chunk += _weighted_moment(rows, row_weights)
+        if not np.isfinite(np.trace(chunk)):
+            raise ValueError(f"forces chunk starting at frame {n_frames} holds NaN or inf")
+        total = chunk if total is None else total + chunk
+        weight += float(forces.shape[0] if w is None else w.sum())
+        n_frames += forces.shape[0]
+    if total is None:
+        raise ValueError("no frames: the force source is empty")
+    if plan is not None:
+        inverse = np.argsort(plan.order)
+        total = total[np.ix_(inverse, inverse)]
     return ForceMoment(total=total, weight=weight, n_frames=n_frames)
 
 
-def _kkt_system(q: jax.Array, a: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """KKT matrix [[2q/s, aᵀ], [a, 0]] (s = mean diagonal of q, for conditioning) and rhs [0; I]."""
+def _kkt_system(q: jax.Array, a: jax.Array, xp=jnp) -> tuple[jax.Array, jax.Array]:
+    """KKT matrix [[2q/s, aᵀ], [a, 0]] (s = mean diagonal of q, for conditioning) and rhs [0; I].
+
+    ``xp`` is the array module: ``jax.numpy`` (traceable) or ``numpy`` (host, no compilation).
+    """
     m, n_beads = q.shape[0], a.shape[0]
-    scale = jnp.maximum(jnp.trace(q) / m, jnp.finfo(q.dtype).tiny)
-    kkt = jnp.block([[2.0 * q / scale, a.T], [a, jnp.zeros((n_beads, n_beads), q.dtype)]])
-    rhs = jnp.concatenate([jnp.zeros((m, n_beads), q.dtype), jnp.eye(n_beads, dtype=q.dtype)])
+    scale = xp.maximum(xp.trace(q) / m, xp.finfo(q.dtype).tiny)
+    kkt = xp.block([[2.0 * q / scale, a.T], [a, xp.zeros((n_beads, n_beads), q.dtype)]])
+    rhs = xp.concatenate([xp.zeros((m, n_beads), q.dtype), xp.eye(n_beads, dtype=q.dtype)])
     return kkt, rhs
+
+
+def _kkt_tolerance(dtype) -> float:
+    """Largest accepted max |a W - I| of an LU solution before the pseudo-inverse takes over."""
+    return max(1e-8, 1e4 * float(np.finfo(dtype).eps))
 
 
 def _kkt_weights(q: jax.Array, a: jax.Array) -> jax.Array:
@@ -195,7 +271,7 @@ def _kkt_weights(q: jax.Array, a: jax.Array) -> jax.Array:
     """
     kkt, rhs = _kkt_system(q, a)
     m, n_beads = q.shape[0], a.shape[0]
-    tolerance = max(1e-8, 1e4 * float(jnp.finfo(q.dtype).eps))
+    tolerance = _kkt_tolerance(q.dtype)
 
     def exact() -> jax.Array:
         return jnp.linalg.solve(kkt, rhs)[:m]
@@ -207,6 +283,22 @@ def _kkt_weights(q: jax.Array, a: jax.Array) -> jax.Array:
     error = jnp.max(jnp.abs(jax.lax.stop_gradient(a) @ trial - jnp.eye(n_beads, dtype=q.dtype)))
     solved = jnp.all(jnp.isfinite(trial)) & (error <= tolerance)
     return jax.lax.cond(solved, exact, minimum_norm)
+
+
+def _kkt_weights_host(q: np.ndarray, a: np.ndarray) -> np.ndarray:
+    """``_kkt_weights`` on the host in float64 numpy: the same system, test and fallback."""
+    kkt, rhs = _kkt_system(q, a, np)
+    m, n_beads = q.shape[0], a.shape[0]
+    try:
+        weights = np.linalg.solve(kkt, rhs)[:m]
+        error = np.max(np.abs(a @ weights - np.eye(n_beads)))
+        solved = bool(np.all(np.isfinite(weights))) and error <= _kkt_tolerance(q.dtype)
+    except np.linalg.LinAlgError:
+        solved = False
+    if not solved:
+        rtol = max(kkt.shape) * np.finfo(kkt.dtype).eps  # jnp.linalg.pinv's default cut-off
+        weights = (np.linalg.pinv(kkt, rtol=rtol) @ rhs)[:m]
+    return weights
 
 
 @functools.partial(jax.jit, static_argnames="reduced")
@@ -264,8 +356,8 @@ def solve_optimal_force_map(
       reduced: whether ``moment`` is already over constraint groups.
 
     Returns:
-      G as a float64 numpy array. Solved in float64 (``optimal_force_matrix``) whatever the
-      global precision setting.
+      G as a float64 numpy array: the solution of ``optimal_force_matrix``, solved on the host
+      in float64 numpy (no compilation) whatever the global precision setting.
     """
     moment = np.asarray(moment, dtype=np.float64)
     config = np.asarray(config, dtype=np.float64)
@@ -288,11 +380,9 @@ def solve_optimal_force_map(
             "the beads' atoms, merged over constraint groups, are linearly dependent "
             "(e.g. two beads whose atoms lie in one constraint group)"
         )
-    with jax.enable_x64(True):
-        force = optimal_force_matrix(
-            jnp.asarray(moment), jnp.asarray(config), jnp.asarray(expand, jnp.float64), l2, reduced=reduced
-        )
-        return np.asarray(force)
+    q = moment if reduced else expand.T @ moment @ expand
+    q = q + l2 * np.diag(expand.sum(axis=0))  # CᵀC is diagonal: the group sizes
+    return (expand @ _kkt_weights_host(q, config @ expand)).T
 
 
 def optimal_linear_map(
@@ -330,8 +420,8 @@ def optimal_linear_map(
     expand = expansion_matrix(constraints, n_atoms)
     moment = force_second_moment(source, expansion=expand, chunk_size=chunk_size, precision=precision)
     force = solve_optimal_force_map(moment.mean, config, constraints, l2, reduced=True)
-    dtype = jnp.result_type(float)
-    return LinearMap.validated(config=jnp.asarray(config, dtype=dtype), force=jnp.asarray(force, dtype=dtype))
+    dtype = np.dtype(jnp.result_type(float))  # cast on the host: a device cast would compile
+    return LinearMap.validated(config=jnp.asarray(config.astype(dtype)), force=jnp.asarray(force.astype(dtype)))
 
 
 def _n_atoms(source: ForceSource) -> int:

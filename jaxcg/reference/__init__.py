@@ -16,12 +16,12 @@ from jaxcg._files import refuse_existing
 from jaxcg._plausibility import check_temperature
 from jaxcg.reference._bundled import BUNDLED, bundled_dataset, bundled_dataset_path
 from jaxcg.reference._run import ProgressFn, RunSettings, check_output_path, openmm_seed, run
-from jaxcg.reference._systems import SYSTEMS, build_system, default_platform
+from jaxcg.reference._systems import SYSTEMS, build_system, default_platform, default_solvent
 
 __all__ = ["BUNDLED", "SYSTEMS", "bundled_dataset", "bundled_dataset_path", "generate"]
 
 #: Default time between saved frames, ps.
-DEFAULT_SAVE_INTERVAL = {"water_dimer": 0.5, "alanine_dipeptide": 1.0, "chignolin": 1.0}
+DEFAULT_SAVE_INTERVAL = {"water_dimer": 0.5, "alanine_dipeptide": 1.0, "chignolin": 1.0, "villin": 1.0}
 
 
 def _positive(name: str, value: float | None, integer: bool = False) -> None:
@@ -41,7 +41,7 @@ def generate(
     save_every: int | None = None,
     temperature: float = 300.0,
     seed: int = 0,
-    solvent: str = "vacuum",
+    solvent: str | None = None,
     rigid: bool = False,
     platform: str | None = None,
     resume: bool = False,
@@ -60,13 +60,15 @@ def generate(
 
     Args:
       system: "water_dimer" (6 atoms; flexible, timestep 1 fs, or ``rigid=True``, 2 fs),
-        "alanine_dipeptide" (22 atoms) or "chignolin" (175 atoms); the peptides use amber14 with
-        HBonds constraints and a 2 fs timestep.
+        "alanine_dipeptide" (22 atoms), "chignolin" (175 atoms) or "villin" (HP35, 582 protein
+        atoms; 8,867 with solvent); the peptides use amber14 with HBonds constraints and a
+        2 fs timestep.
       out: output HDF5 file (checked for writability before anything is simulated).
       n_frames: frames to record; or ``ns``: simulated time in ns (give exactly one).
       save_every: steps between frames (default 0.5 ps for the water dimer, 1 ps otherwise).
       temperature: K. seed: integer >= 0; same seed, same frames.
-      solvent: "vacuum" (all), "implicit" (GBn2) or "explicit" (TIP3P, PME) for the peptides.
+      solvent: "vacuum" (all), "implicit" (GBn2) or "explicit" (TIP3P, PME) for the peptides;
+        None (default) means "vacuum", except for villin: "explicit" (``default_solvent``).
       rigid: rigid TIP3P waters (water dimer only).
       platform: OpenMM platform; default the faster one measured for this system
         (``default_platform``). A resumed run keeps the platform of its file.
@@ -82,8 +84,7 @@ def generate(
     Returns:
       The path of the written file.
     """
-    if system not in SYSTEMS:
-        raise ValueError(f"system must be one of {list(SYSTEMS)}, got {system!r}")
+    solvent = default_solvent(system) if solvent is None else solvent
     if solvent not in SYSTEMS[system]:
         raise ValueError(
             f"solvent for {system} must be one of {list(SYSTEMS[system])}, got {solvent!r}"
