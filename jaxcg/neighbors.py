@@ -10,6 +10,7 @@ Distances nm.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -81,3 +82,19 @@ def pairs(neighbor: Any, n_beads: int) -> tuple[jax.Array, jax.Array, jax.Array]
     i, j = neighbor.idx[0], neighbor.idx[1]
     valid = (i < n_beads) & (j < n_beads)
     return jnp.where(valid, i, 0), jnp.where(valid, j, 0), valid
+
+
+def with_capacity(neighbor: Any, capacity: int, n_beads: int) -> Any:
+    """``neighbor`` with room for exactly ``capacity`` entries (its idx truncated, or padded with
+    ``n_beads``); ``neighbor_fn.update`` then fills it and flags overflow. jax-md's own
+    ``extra_capacity`` scales with N for pair formats, so it cannot hit a given capacity."""
+    if capacity < 1:
+        raise ValueError(f"capacity must be a positive integer, got {capacity}")
+    idx = neighbor.idx
+    width = idx.shape[-1]
+    if capacity <= width:
+        idx = idx[..., :capacity]
+    else:
+        pad = [(0, 0)] * (idx.ndim - 1) + [(0, capacity - width)]
+        idx = jnp.pad(idx, pad, constant_values=n_beads)
+    return dataclasses.replace(neighbor, idx=idx, max_occupancy=int(capacity))

@@ -17,7 +17,10 @@ with jax.numpy_dtype_promotion("standard"):
     from jax_md import partition, space
     from jax_md import simulate as jmd_simulate
 
-from jaxcg.neighbors import neighbor_list  # noqa: F401  (re-exported by jaxcg.simulate)
+from jaxcg.neighbors import (
+    neighbor_list,  # noqa: F401  (re-exported by jaxcg.simulate)
+    with_capacity,
+)
 from jaxcg.units import BOLTZMANN_KJ_PER_MOL_K, kT_from_temperature
 
 Array = jax.Array
@@ -539,28 +542,23 @@ def _make_simulator(
     def allocate(positions: Array, min_occupancy: int = 0, exact: bool = False) -> Any:
         """A list for every replica, all of one capacity (at least ``min_occupancy``, exactly it
         with ``exact``) that fits every replica: sized on replica 0, grown until none overflows."""
-        positions = jnp.asarray(positions, dtype=jnp.float32)
+        positions = jnp.asarray(positions, dtype=dtype)
         template = neighbor_fn.allocate(positions[0])
-        extra = int(min_occupancy) - template.max_occupancy
         if exact:
-            template = neighbor_fn.allocate(positions[0], extra_capacity=extra)
+            template = with_capacity(template, int(min_occupancy), n_beads)
             batched = update_all(positions, template)
-            if template.max_occupancy != min_occupancy or bool(
-                jnp.any(batched.did_buffer_overflow != 0)
-            ):
+            if bool(jnp.any(batched.did_buffer_overflow != 0)):
                 raise ValueError(
-                    f"cannot allocate a neighbour list of capacity {min_occupancy} that fits "
-                    f"these positions (got {template.max_occupancy})"
+                    f"cannot allocate a neighbour list of capacity {min_occupancy} that fits these positions"
                 )
             return batched
-        extra = max(0, extra)
+        capacity = max(template.max_occupancy, int(min_occupancy), 1)
         while True:
-            if extra:
-                template = neighbor_fn.allocate(positions[0], extra_capacity=extra)
+            template = with_capacity(template, capacity, n_beads)
             batched = update_all(positions, template)
             if not bool(jnp.any(batched.did_buffer_overflow != 0)):
                 return batched
-            extra = max(2 * extra, template.max_occupancy // 2 + 1)
+            capacity += max(capacity // 2, 1)
 
     return Simulator(
         _standard_promotion(init), _standard_promotion(run_chunk),
