@@ -66,6 +66,7 @@ def test_size_to_reach_interpolates_on_log_scale():
     assert np.isnan(rows[2]["factor"])
 
 
+@pytest.mark.slow  # about 20 s on 2 cores: run with -m slow
 def test_train_simulate_and_compare(data, maps, tmp_path):
     cgs = cg_datasets(data, {"optimal": maps["optimal"]})
     cg = cgs["optimal"]
@@ -98,6 +99,7 @@ def test_bond_angles_match_hand_computed_geometry():
                                [[np.pi / 2, 3 * np.pi / 4, np.pi / 4]], atol=1e-12)
 
 
+@pytest.mark.slow  # about 20-35 s on 2 cores: run with -m slow
 def test_ca_cb_level_beads_bonds_maps_and_surface(data):
     from jaxcg.experiments.alanine import LEVELS, run_alanine
 

@@ -140,6 +140,7 @@ def test_evaluation_by_simulation_tells_the_right_model_from_a_wrong_one():
     assert near_zero(right_x) == pytest.approx(near_zero(reference), abs=0.05)
 
 
+@pytest.mark.slow  # about 20-35 s on 2 cores: run with -m slow
 def test_cli_recipe_train_then_evaluate(tmp_path):
     """`jaxcg train` on the bundled alanine data with the backbone selection and default settings
     (a tiny model and 1 epoch to keep the test short), then `jaxcg evaluate`: beads typed by

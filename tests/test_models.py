@@ -226,6 +226,7 @@ def test_hermite_interpolation_is_exact_for_cubics():
         np.testing.assert_allclose(df, jax.vmap(jax.jacfwd(f))(r), rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.slow  # about 20-35 s on 2 cores: run with -m slow
 def test_filter_table_converges_at_fourth_order_and_forces_follow():
     """Filter error falls ~16x and force error ~8x per halving of the grid spacing (float64)."""
     with jax.enable_x64(True):
@@ -280,6 +281,7 @@ def test_precomputed_filter_tables_match_and_are_checked():
             SchNet(TYPES, filter_table=bad)
 
 
+@pytest.mark.slow  # about 20 s on 2 cores: run with -m slow
 def test_training_gradient_through_the_table_matches_the_exact_model():
     """Force-matching loss gradients w.r.t. every weight, through the rebuilt grid, agree with
     the exact model's to the grid's accuracy."""

@@ -14,7 +14,12 @@ def test_notebooks_exist():
     assert {"01_water_dimer.ipynb", "03_force_maps_explained.ipynb"} <= names
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+# The alanine tutorial trains and simulates (about 30 s on 2 cores): run with -m slow.
+SLOW_NOTEBOOKS = {"02_alanine_dipeptide.ipynb"}
+
+
+@pytest.mark.parametrize("path", [pytest.param(p, marks=pytest.mark.slow) if p.name in SLOW_NOTEBOOKS else p
+                                  for p in NOTEBOOKS], ids=lambda p: p.name)
 def test_notebook_runs(path, tmp_path, monkeypatch):
     notebook = nbformat.read(path, as_version=4)
     assert all(not cell.get("outputs") for cell in notebook.cells if cell.cell_type == "code"), "outputs must be stripped in git"

@@ -72,6 +72,7 @@ def test_train_writes_its_resolved_settings(tmp_path):
     assert json.loads((out / "model.json").read_text())["features"] == 8
 
 
+@pytest.mark.slow  # about 20-35 s on 2 cores: run with -m slow
 def test_train_progress_shows_compilation_and_continues_from_the_resumed_epoch(tmp_path, capsys, monkeypatch):
     import jaxcg.train
 
