@@ -8,9 +8,11 @@
   ``jax.enable_x64`` context), build the model with ``dtype=jnp.float64`` and the simulator with
   ``dtype=jnp.float64``. Finite-difference checks and exact comparisons use this path. jax-md
   rounds the timestep to float32 (2⁻⁹ ps = 0.001953125 ps is exact in both, if that matters).
-- Force maps: the optimal map's force second moment is accumulated and its KKT system solved in
-  float64 whatever the global setting (``precision="float64"``, the default); the map is
-  returned in the default float dtype.
+- Force maps: the optimal map is returned in the default float dtype, and its force second
+  moment is accumulated in that dtype unless ``precision=`` says otherwise (float32 rank-k
+  updates summed in float64 every 8,192 rows; float64 under 64-bit JAX); its KKT system is
+  solved in float64 whatever the setting. ``force_second_moment`` on its own defaults to
+  float64.
 """
 
 from __future__ import annotations

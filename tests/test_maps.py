@@ -261,8 +261,50 @@ def test_float32_moment_is_close_and_bad_precision_is_rejected():
     fast = force_second_moment(forces.astype(np.float32), precision="float32").total
     assert np.abs(fast - exact).max() <= 1e-6 * np.abs(exact).max()
     assert not np.array_equal(fast, exact)  # really a different code path
-    g64 = np.asarray(optimal_linear_map(forces.astype(np.float32), config, pairs).force)
+    g64 = np.asarray(optimal_linear_map(forces.astype(np.float32), config, pairs, precision="float64").force)
     g32 = np.asarray(optimal_linear_map(forces.astype(np.float32), config, pairs, precision="float32").force)
     np.testing.assert_allclose(g32, g64, atol=1e-4)
+    assert not np.array_equal(g32, g64)
+    # the default follows the returned dtype: float32 here (64-bit JAX off)
+    default = np.asarray(optimal_linear_map(forces.astype(np.float32), config, pairs).force)
+    np.testing.assert_array_equal(default, g32)
     with pytest.raises(ValueError, match="precision must be one of"):
         force_second_moment(forces, precision="bfloat16")
+
+
+def test_default_moment_precision_is_float64_under_x64(x64):
+    forces, config, pairs = random_problem(7, n_frames=500)
+    default = np.asarray(optimal_linear_map(forces, config, pairs).force)
+    assert default.dtype == np.float64
+    np.testing.assert_array_equal(default, np.asarray(optimal_linear_map(forces, config, pairs, precision="float64").force))
+
+
+@pytest.mark.parametrize("precision", ["float64", "float32"])
+def test_moment_across_blocks_flushes_and_chunks_equals_one_product(precision):
+    """Frames cross the gather blocks, the float32 flush interval and uneven stream chunks;
+    the sum must equal one float64 product of the group-summed rows; frame weights equal
+    repeated frames, and negative weights are refused."""
+    from jaxcg.maps import _optimal
+
+    forces, _, pairs = random_problem(11, n_frames=_optimal._FLUSH_ROWS // 3 + 2 * _optimal._BLOCK_FRAMES + 17)
+    forces = forces.astype(np.float32)
+    expand = cons.expansion_matrix(pairs, forces.shape[1])
+    rows = np.swapaxes(forces.astype(np.float64), 1, 2).reshape(-1, forces.shape[1]) @ expand
+    exact = rows.T @ rows
+    tolerance = (1e-13 if precision == "float64" else 1e-6) * np.abs(exact).max()
+    chunks = (forces[s : s + 301] for s in range(0, forces.shape[0], 301))
+    streamed = force_second_moment(chunks, expansion=expand, precision=precision)
+    np.testing.assert_allclose(streamed.total, exact, rtol=0, atol=tolerance)
+    assert np.array_equal(streamed.total, streamed.total.T)
+    weights = np.random.default_rng(1).integers(0, 3, size=forces.shape[0]).astype(float)
+    top = md.Topology()
+    chain = top.add_chain()
+    for k in range(forces.shape[1]):
+        top.add_atom(f"C{k}", md.element.carbon, top.add_residue("UNK", chain))
+    data = make_atomistic_data(np.zeros_like(forces), forces, top, 300.0, constraints=pairs, weights=weights)
+    weighted = force_second_moment(data, expansion=expand, precision=precision)
+    repeated = np.repeat(rows.reshape(-1, 3, rows.shape[1]), weights.astype(int), axis=0).reshape(-1, rows.shape[1])
+    np.testing.assert_allclose(weighted.total, repeated.T @ repeated, rtol=0, atol=tolerance)
+    assert weighted.weight == weights.sum()
+    with pytest.raises(ValueError, match="non-negative"):
+        _optimal._MomentSum(expand.shape[1], np.float64).add(rows[:6].copy(), -np.ones(6))

@@ -27,6 +27,7 @@ from collections.abc import Iterable
 import jax
 import jax.numpy as jnp
 import numpy as np
+from scipy.linalg import blas
 
 from jaxcg.constraints import expansion_matrix
 from jaxcg.data import AtomisticData
@@ -59,26 +60,34 @@ class ForceMoment:
 
 
 _PRECISIONS = ("float64", "float32")
-#: Frames per block: gathered into reused buffers (a few MB, cache-sized, no fresh pages per
-#: block) and multiplied by BLAS; float32 products over a block's 3072 rows are summed in float64.
-_BLOCK_FRAMES = 1024
+#: Frames per block: one block's forces and gathered rows stay in a core's L2 cache through
+#: the gather, the group sums and the BLAS update.
+_BLOCK_FRAMES = 256
+#: Rows per float32 partial sum: BLAS accumulates this many rows in float32 (as one product
+#: over them would), then the partial sum is added to the float64 total.
+_FLUSH_ROWS = 8192
 
 
 @dataclasses.dataclass(frozen=True)
 class _GroupSum:
-    """How to sum (t, n, 3) forces over constraint groups with a few column gathers.
+    """How to sum (t, n, 3) forces over constraint groups: two gathers, then slab additions.
 
-    Internally the groups are ordered by size, largest first, so pass j (the j-th member of
-    every group that has more than j members) adds into a leading block of columns.
+    Internally the groups are ordered by size, largest first. The first gather writes the
+    first member of every group as three rows per frame (x, y, z) of m columns; the second
+    writes the other members in member-major order (the second member of every group that has
+    one, widths[1] columns, then the third, ...). Adding each slab of the second onto the
+    leading columns of the first leaves the group sums, contiguous, ready for BLAS.
 
     Attributes:
-      sources: per pass j, (3 m_j,) int indices into a frame's flattened (n * 3) forces, in
-        (dimension, group) order.
-      widths: per pass j, m_j: the number of groups with more than j members (widths[0] = m).
+      first: (3 m,) int indices into a frame's flattened (n * 3) forces, (dimension, group) order.
+      rest: (3 (n - m),) the same for the later members, (dimension, column) order.
+      widths: per member j, the number of groups with more than j members (widths[0] = m;
+        the widths sum to n).
       order: (m,) the expansion column of each internal group.
     """
 
-    sources: tuple[np.ndarray, ...]
+    first: np.ndarray
+    rest: np.ndarray
     widths: tuple[int, ...]
     order: np.ndarray
 
@@ -97,55 +106,93 @@ def _group_sum_plan(expansion: np.ndarray) -> _GroupSum | None:
     rank[order] = np.arange(order.size)
     atoms = np.argsort(rank[label], kind="stable")  # atoms grouped by internal group
     starts = np.concatenate([[0], np.cumsum(sizes[order])[:-1]])
-    sources, widths = [], []
-    for j in range(int(sizes.max())):
-        width = int(np.count_nonzero(sizes > j))
-        members = atoms[starts[:width] + j]
-        sources.append((3 * members[None, :] + np.arange(3)[:, None]).reshape(-1))
-        widths.append(width)
-    return _GroupSum(sources=tuple(sources), widths=tuple(widths), order=order)
+    widths = tuple(int(np.count_nonzero(sizes > j)) for j in range(int(sizes.max())))
+    members = [atoms[starts[:width] + j] for j, width in enumerate(widths)]
+
+    def flat_indices(columns: np.ndarray) -> np.ndarray:
+        return (3 * columns[None, :] + np.arange(3)[:, None]).reshape(-1).astype(np.intp)
+
+    rest = np.concatenate(members[1:]) if len(members) > 1 else np.zeros(0, np.intp)
+    return _GroupSum(first=flat_indices(members[0]), rest=flat_indices(rest), widths=widths, order=order)
 
 
 class _Blocks:
-    """Reused buffers for the blocks of one accumulation: the group-summed rows and a scratch."""
+    """Reused buffers for the blocks of one accumulation: gathered rows and their cast copies."""
 
     def __init__(self, plan: _GroupSum, dtype: type) -> None:
-        self.plan, self.dtype = plan, dtype
-        self.rows = np.empty((_BLOCK_FRAMES, 3 * plan.widths[0]), dtype)
-        self.scratch = np.empty(_BLOCK_FRAMES * 3 * max(plan.widths[1:], default=0), dtype)
-        self.cast = None  # float64 copy of float32 forces, made on first use
+        self.plan, self.dtype = plan, np.dtype(dtype)
+        self.buffers: dict[tuple[str, np.dtype], np.ndarray] = {}
+
+    def _buffer(self, name: str, dtype: np.dtype, n_columns: int, t: int) -> np.ndarray:
+        if (name, dtype) not in self.buffers:
+            self.buffers[name, dtype] = np.empty((_BLOCK_FRAMES, n_columns), dtype)
+        return self.buffers[name, dtype][:t]
+
+    def _gather(self, name: str, flat: np.ndarray, index: np.ndarray) -> np.ndarray:
+        t = flat.shape[0]
+        out = self._buffer(name, flat.dtype, index.size, t)
+        np.take(flat, index, axis=1, out=out, mode="wrap")  # "wrap": unbuffered
+        if out.dtype != self.dtype:  # float32 forces, float64 sums and products
+            cast = self._buffer(name, self.dtype, index.size, t)
+            np.copyto(cast, out)
+            out = cast
+        return out.reshape(3 * t, -1)
 
     def rows_of(self, forces: np.ndarray) -> np.ndarray:
         """(3t, m) forces summed over groups, rows (frame, dimension), columns internal groups;
-        a view of the reused buffer, valid until the next call. ``forces``: (t, n, 3), t ≤ block."""
+        a C-contiguous view of a reused buffer, valid until the next call. ``forces``: (t, n, 3),
+        t ≤ block, contiguous."""
         t, plan = forces.shape[0], self.plan
         flat = forces.reshape(t, -1)
-        if flat.dtype != self.dtype:
-            if self.cast is None:
-                self.cast = np.empty((_BLOCK_FRAMES, flat.shape[1]), self.dtype)
-            flat = self.cast[:t]
-            np.copyto(flat, forces.reshape(t, -1), casting="unsafe")
-        summed = self.rows[:t]
-        np.take(flat, plan.sources[0], axis=1, out=summed, mode="wrap")  # "wrap": unbuffered
-        blocks = summed.reshape(t, 3, plan.widths[0])
-        for source, width in zip(plan.sources[1:], plan.widths[1:], strict=True):
-            part = self.scratch[: t * 3 * width].reshape(t, 3 * width)
-            np.take(flat, source, axis=1, out=part, mode="wrap")
-            blocks[:, :, :width] += part.reshape(t, 3, width)
-        return summed.reshape(3 * t, plan.widths[0])
+        if flat.dtype not in (np.float32, np.float64):
+            flat = flat.astype(self.dtype)
+        summed = self._gather("first", flat, plan.first)
+        if plan.rest.size:
+            rest, offset = self._gather("rest", flat, plan.rest), 0
+            for width in plan.widths[1:]:
+                summed[:, :width] += rest[:, offset : offset + width]
+                offset += width
+        return summed
 
 
-def _weighted_moment(rows: np.ndarray, weights: np.ndarray | None) -> np.ndarray:
-    """Σ_r w_r x_r x_rᵀ over the (R, m) rows by one BLAS product in rows' dtype, as float64.
+class _MomentSum:
+    """Σ_r w_r x_r x_rᵀ over blocks of (R, m) rows: BLAS rank-k updates of an upper triangle in
+    the rows' dtype, float32 partial sums added to a float64 total every ``_FLUSH_ROWS`` rows."""
 
-    ``weights`` (R,) per row, or None for all ones; non-negative weights scale ``rows`` in place.
-    """
-    if weights is None:
-        return (rows.T @ rows).astype(np.float64)
-    if np.all(weights >= 0):
-        rows *= np.sqrt(weights, dtype=rows.dtype)[:, None]
-        return (rows.T @ rows).astype(np.float64)
-    return (rows.T @ (rows * weights[:, None])).astype(np.float64)
+    def __init__(self, m: int, dtype: np.dtype) -> None:
+        self.dtype = np.dtype(dtype)
+        self.syrk = blas.ssyrk if self.dtype == np.float32 else blas.dsyrk
+        self.partial = np.zeros((m, m), self.dtype, order="F")  # upper triangle used
+        self.total = np.zeros((m, m))  # upper triangle of the flushed partial sums, and others
+        self.rows_since_flush = 0
+
+    def add(self, rows: np.ndarray, weights: np.ndarray | None = None) -> None:
+        """Add the (R, m) rows (C-contiguous; scaled in place by √w when weighted)."""
+        if weights is not None:
+            if np.any(weights < 0):
+                raise ValueError("frame weights must be non-negative")
+            rows *= np.sqrt(weights, dtype=rows.dtype)[:, None]
+        rows = np.ascontiguousarray(rows, self.dtype)
+        # rows.T is Fortran-ordered (m, R): XᵀX as syrk's A Aᵀ, accumulated in place (beta = 1)
+        self.partial = self.syrk(1.0, rows.T, beta=1.0, c=self.partial, trans=0, lower=0, overwrite_c=1)
+        self.rows_since_flush += rows.shape[0]
+        if self.dtype == np.float32 and self.rows_since_flush >= _FLUSH_ROWS:
+            self.flush()
+
+    def finite(self) -> bool:
+        """Whether everything added so far is finite (a NaN or inf reaches the diagonal)."""
+        return bool(np.isfinite(np.trace(self.total) + np.trace(self.partial, dtype=np.float64)))
+
+    def flush(self) -> None:
+        self.total += self.partial
+        self.partial[...] = 0.0
+        self.rows_since_flush = 0
+
+    def symmetric_total(self) -> np.ndarray:
+        """(m, m) float64 symmetric sum of everything added."""
+        self.flush()
+        upper = np.triu(self.total)
+        return upper + np.triu(upper, 1).T
 
 
 def _iter_force_chunks(source: ForceSource, chunk_size: int):
@@ -188,20 +235,21 @@ def force_second_moment(
       chunk_size: frames per accumulation step for in-memory sources (an iterable's own chunks
         are used as they come); memory use grows with the chunk, not with the frame count.
       precision: "float64" (default; float64 products of the given forces) or "float32"
-        (float32 products over blocks of 3072 rows, the blocks summed in float64: half the
-        memory traffic and twice the SIMD width; relative error ~1e-7 of the largest entry).
+        (float32 rank-k updates over 8,192 rows at a time, those partial sums added in float64:
+        half the memory traffic and twice the SIMD width; relative error ~1e-7 of the largest
+        entry).
 
     Returns:
       ForceMoment, accumulated in float64.
 
-    The forces are summed over the groups by a few column gathers (one per group member) and
-    the moment is formed by BLAS products (XᵀX of the (3t, m) group-summed rows) in numpy:
-    nothing is compiled, and the same code serves every chunk size.
+    Blocks of frames are summed over the groups by two column gathers and a few slab
+    additions, and the moment is built by BLAS symmetric rank-k updates (XᵀX of the (3t, m)
+    group-summed rows): nothing is compiled, and the same code serves every chunk size.
     """
     if precision not in _PRECISIONS:
         raise ValueError(f"precision must be one of {_PRECISIONS}, got {precision!r}")
     dtype = np.float64 if precision == "float64" else np.float32
-    total, weight, n_frames, n_atoms, plan, buffers = None, 0.0, 0, None, None, None
+    moment, weight, n_frames, n_atoms, plan, buffers = None, 0.0, 0, None, None, None
     for forces, weights in _iter_force_chunks(source, chunk_size):
         forces = np.ascontiguousarray(forces)
         if forces.ndim != 3 or forces.shape[2] != 3:
@@ -221,7 +269,7 @@ def force_second_moment(
                 f"force chunk has {forces.shape[1]} atoms but earlier chunks had {n_atoms}"
             )
         w = None if weights is None else np.asarray(weights, np.float64)
-        chunk = np.zeros((expansion.shape[1],) * 2)
+        moment = moment or _MomentSum(expansion.shape[1], dtype)
         for start in range(0, forces.shape[0], _BLOCK_FRAMES):
             block = forces[start : start + _BLOCK_FRAMES]
             if plan is None:  # a general expansion: a dense product instead of gathers
@@ -230,14 +278,14 @@ def force_second_moment(
                 buffers = buffers or _Blocks(plan, dtype)
                 rows = buffers.rows_of(block)
             row_weights = None if w is None else np.repeat(w[start : start + _BLOCK_FRAMES], 3).astype(dtype)
-            chunk += _weighted_moment(rows, row_weights)
-        if not np.isfinite(np.trace(chunk)):
+            moment.add(rows, row_weights)
+        if not moment.finite():
             raise ValueError(f"forces chunk starting at frame {n_frames} holds NaN or inf")
-        total = chunk if total is None else total + chunk
         weight += float(forces.shape[0] if w is None else w.sum())
         n_frames += forces.shape[0]
-    if total is None:
+    if moment is None:
         raise ValueError("no frames: the force source is empty")
+    total = moment.symmetric_total()
     if plan is not None:
         inverse = np.argsort(plan.order)
         total = total[np.ix_(inverse, inverse)]
@@ -359,10 +407,14 @@ def solve_optimal_force_map(
       G as a float64 numpy array: the solution of ``optimal_force_matrix``, solved on the host
       in float64 numpy (no compilation) whatever the global precision setting.
     """
-    moment = np.asarray(moment, dtype=np.float64)
     config = np.asarray(config, dtype=np.float64)
+    return _solve_host(moment, config, expansion_matrix(constraints, config.shape[1]), l2, reduced)
+
+
+def _solve_host(moment: np.ndarray, config: np.ndarray, expand: np.ndarray, l2: float, reduced: bool) -> np.ndarray:
+    """``solve_optimal_force_map`` given the (n, m) expansion matrix instead of the constraints."""
+    moment = np.asarray(moment, dtype=np.float64)
     n_beads, n_atoms = config.shape
-    expand = expansion_matrix(constraints, n_atoms)
     size = expand.shape[1] if reduced else n_atoms
     if moment.shape != (size, size):
         raise ValueError(
@@ -391,7 +443,7 @@ def optimal_linear_map(
     constraints: np.ndarray | None = None,
     l2: float = 0.0,
     chunk_size: int = 8192,
-    precision: str = "float64",
+    precision: str | None = None,
 ) -> LinearMap:
     """The valid force map with the smallest mean squared mapped force E‖G F‖².
 
@@ -404,8 +456,9 @@ def optimal_linear_map(
       l2: ridge penalty on the expanded coefficients, (kJ/mol/nm)² (see
         ``solve_optimal_force_map``).
       chunk_size: frames per accumulation step.
-      precision: of the force moment, "float64" (default) or "float32" (faster; see
-        ``force_second_moment``). The KKT solve is float64 either way.
+      precision: of the force moment, "float64" or "float32" (see ``force_second_moment``);
+        by default the dtype the map is returned in (float32 unless 64-bit JAX is enabled).
+        The KKT solve is float64 either way.
 
     Returns:
       LinearMap(config=M, force=G), G in the default float dtype.
@@ -417,11 +470,15 @@ def optimal_linear_map(
     n_atoms = config.shape[1]
     if isinstance(source, AtomisticData | np.ndarray | jax.Array) and _n_atoms(source) != n_atoms:
         raise ValueError(f"forces have {_n_atoms(source)} atoms but config_map has {n_atoms}")
+    dtype = np.dtype(jnp.result_type(float))
+    if precision is None:
+        precision = "float64" if dtype == np.float64 else "float32"
     expand = expansion_matrix(constraints, n_atoms)
     moment = force_second_moment(source, expansion=expand, chunk_size=chunk_size, precision=precision)
-    force = solve_optimal_force_map(moment.mean, config, constraints, l2, reduced=True)
-    dtype = np.dtype(jnp.result_type(float))  # cast on the host: a device cast would compile
-    return LinearMap.validated(config=jnp.asarray(config.astype(dtype)), force=jnp.asarray(force.astype(dtype)))
+    force = _solve_host(moment.mean, np.asarray(config, np.float64), expand, l2, reduced=True)
+    # cast on the host and device_put (a device cast would compile; jnp.asarray of a numpy
+    # array costs ~20 ms on its first call in a process)
+    return LinearMap.validated(config=jax.device_put(config.astype(dtype)), force=jax.device_put(force.astype(dtype)))
 
 
 def _n_atoms(source: ForceSource) -> int:
