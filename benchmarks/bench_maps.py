@@ -18,7 +18,8 @@ OpenMM on first use.
 
 The villin headpiece (HP35, 582 protein atoms) in explicit solvent instead: CA (35 beads) and CA +
 side-chain centroid (68 beads) maps, jaxcg's first call (everything it compiles or loads
-included) and warm calls against the QP route on the same frames, objectives, G Mᵀ = I residuals,
+included) and warm calls against the QP route on the same frames (and against aggforce itself
+when it is installed: ``pip install --no-deps git+https://github.com/noegroup/aggforce``), objectives, G Mᵀ = I residuals,
 the moment accumulation's rate against this machine's float32 matrix multiply measured in the
 same run, peak memory of streamed runs over 1k-50k frames (in subprocesses), slice/basic/optimal
 noise on held-out frames, and scaling tables over frames and beads. Writes
@@ -80,6 +81,27 @@ def qp_reference_map(forces: np.ndarray, config: np.ndarray, constraints: np.nda
             raise RuntimeError(f"OSQP found no solution for bead {bead}")
         rows.append(expand @ w)
     return np.stack(rows)
+
+
+def aggforce_map(forces: np.ndarray, config: np.ndarray, constraints: np.ndarray) -> np.ndarray:
+    """aggforce's own ``qp_linear_map`` (the paper's code; not on PyPI: install it from source,
+    ``pip install --no-deps git+https://github.com/noegroup/aggforce``). Raises ImportError
+    when it is absent."""
+    from aggforce import LinearMap as AggforceLinearMap
+    from aggforce.qp import qp_linear_map
+    from aggforce.trajectory import ForcesTrajectory
+
+    pairs = {frozenset((int(a), int(b))) for a, b in np.asarray(constraints).reshape(-1, 2)}
+    mapped = qp_linear_map(ForcesTrajectory(forces=forces), AggforceLinearMap(config), constraints=pairs)
+    return np.asarray(mapped.force_map.standard_matrix, np.float64)
+
+
+def have_aggforce() -> bool:
+    try:
+        import aggforce.qp  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def warm_up_qp() -> None:

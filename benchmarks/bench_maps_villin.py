@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from bench_maps import peak_rss_mb, qp_reference_map
+from bench_maps import aggforce_map, have_aggforce, peak_rss_mb, qp_reference_map
 
 HERE = Path(__file__).resolve().parent
 DATA = Path(os.environ.get("VILLIN_DATA", HERE / "data" / "villin_explicit_2fs.h5"))
@@ -187,7 +187,7 @@ def heap_peaks(forces: np.ndarray, cg, constraints: np.ndarray) -> dict:
     config = np.asarray(cg.config, np.float64)
     calls = {
         "jaxcg_float32": lambda: optimal_linear_map(forces, cg, constraints, precision="float32"),
-        "jaxcg_float64": lambda: optimal_linear_map(forces, cg, constraints),
+        "jaxcg_float64": lambda: optimal_linear_map(forces, cg, constraints, precision="float64"),
         "qp_osqp": lambda: qp_reference_map(forces, config, constraints),
     }
     peaks = {"frames": int(forces.shape[0]), "forces_mb": forces.nbytes / 2**20}
@@ -248,17 +248,18 @@ def villin_main(args) -> None:
 
     ca = slice_map(topology, "name CA")
     two = ca_sidechain_map(topology)
+    use_aggforce = have_aggforce()  # imported here, outside every timing
 
     # 1. the first call of the process, as a user sees it (anything compiled or loaded lazily
     #    is included; the JAX runtime is already up: slice_map made JAX arrays), then warm calls;
-    #    float32 moment first, the float64 default second. A positive control checks that the
+    #    the default first (float32 moment, as the map is float32), then the float64 moment. A positive control checks that the
     #    compile log would have seen a compilation.
     with CompileLog() as log:
         start = time.perf_counter()
         optimal_linear_map(forces, ca, constraints, precision="float32")
         first_call = time.perf_counter() - start
         start = time.perf_counter()
-        optimal_linear_map(forces, ca, constraints)
+        optimal_linear_map(forces, ca, constraints, precision="float64")
         first_call64 = time.perf_counter() - start
     compiles = log.compiles
     with CompileLog() as control:
@@ -300,11 +301,22 @@ def villin_main(args) -> None:
             "seconds": qp_t, "objective": objective(g_qp, atom_moment),
             "consistency_residual": float(np.abs(g_qp @ config.T - np.eye(cg.n_beads)).max()),
         }
+        if use_aggforce:  # the paper's own code, on the same frames (float32 forces, as given)
+            start = time.perf_counter()
+            g_agg = aggforce_map(forces, config, constraints)
+            row["aggforce"] = {
+                "seconds": time.perf_counter() - start, "objective": objective(g_agg, atom_moment),
+                "consistency_residual": float(np.abs(g_agg @ config.T - np.eye(cg.n_beads)).max()),
+            }
         ref = row["qp_osqp"]["objective"]
         for precision in ("float32", "float64"):
             entry = row[f"jaxcg_{precision}"]
             entry["objective_relative_to_qp"] = (entry["objective"] - ref) / ref
             entry["speedup_warm"] = qp_t / entry["seconds_median"]
+            if use_aggforce:
+                agg = row["aggforce"]
+                entry["objective_relative_to_aggforce"] = (entry["objective"] - agg["objective"]) / agg["objective"]
+                entry["speedup_warm_vs_aggforce"] = agg["seconds"] / entry["seconds_median"]
         maps[name] = row
     rate_after = matmul_rate()
 
@@ -358,7 +370,7 @@ def villin_main(args) -> None:
     held_out = force_second_moment(forces[half:]).mean
     noise = {}
     for name, cg in (("CA", ca), ("CA + side-chain centroid", two)):
-        optimal = optimal_linear_map(forces[:half], cg, constraints)
+        optimal = optimal_linear_map(forces[:half], cg, constraints, precision="float64")
         basic = basic_aggregation_map(cg, constraints)
         g = np.asarray(optimal.force)
         noise[name] = {
@@ -376,12 +388,17 @@ def villin_main(args) -> None:
         f = tile(data.forces, frames)
         optimal_linear_map(f[:16], ca, constraints, precision="float32")
         t32, _, _ = _median_time(lambda f=f: optimal_linear_map(f, ca, constraints, precision="float32"), 3)
-        t64, _, _ = _median_time(lambda f=f: optimal_linear_map(f, ca, constraints), 3)
+        t64, _, _ = _median_time(lambda f=f: optimal_linear_map(f, ca, constraints, precision="float64"), 3)
         start = time.perf_counter()
         qp_reference_map(f, config, constraints)
         frame_scaling.append({"frames": frames, "jaxcg_float32_seconds": t32, "jaxcg_float64_seconds": t64,
                               "qp_osqp_seconds": time.perf_counter() - start})
         frame_scaling[-1]["speedup_float32"] = frame_scaling[-1]["qp_osqp_seconds"] / t32
+        if use_aggforce:
+            start = time.perf_counter()
+            aggforce_map(f, config, constraints)
+            frame_scaling[-1]["aggforce_seconds"] = time.perf_counter() - start
+            frame_scaling[-1]["speedup_float32_vs_aggforce"] = frame_scaling[-1]["aggforce_seconds"] / t32
         del f
     bead_scaling = []
     for selection in ("name CA", "ca_sidechain", "name N or name CA or name C", "backbone"):
@@ -392,6 +409,11 @@ def villin_main(args) -> None:
         t_qp = time.perf_counter() - start
         bead_scaling.append({"map": selection, "beads": cg.n_beads, "jaxcg_float32_seconds": t32,
                              "qp_osqp_seconds": t_qp, "speedup": t_qp / t32})
+        if use_aggforce:
+            start = time.perf_counter()
+            aggforce_map(forces, np.asarray(cg.config, np.float64), constraints)
+            bead_scaling[-1]["aggforce_seconds"] = time.perf_counter() - start
+            bead_scaling[-1]["speedup_vs_aggforce"] = bead_scaling[-1]["aggforce_seconds"] / t32
 
     stream = streamed_memory()
     heap = heap_peaks(forces, ca, constraints)
@@ -413,6 +435,10 @@ def villin_main(args) -> None:
         "xla_compilations_in_first_calls": compiles,
         "speedup_including_first_call_float32": ca_row["qp_osqp"]["seconds"] / first_call,
         "speedup_including_first_call_float64": ca_row["qp_osqp"]["seconds"] / first_call64,
+        "aggforce": (f"aggforce {_aggforce_version()} (the paper's code, from source) on the same float32 frames"
+                     if use_aggforce else "not installed: QP re-implementation only"),
+        "speedup_including_first_call_vs_aggforce": (ca_row["aggforce"]["seconds"] / first_call
+                                                     if use_aggforce else None),
         "maps": maps,
         "jnp_kkt_route_ca": jnp_route,
         "moment_rate": rate,
@@ -425,6 +451,12 @@ def villin_main(args) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     report(result, out)
+
+
+def _aggforce_version() -> str:
+    from importlib.metadata import version
+
+    return version("aggforce")
 
 
 def report(result: dict, out: Path) -> None:
@@ -442,6 +474,15 @@ def report(result: dict, out: Path) -> None:
               f"{j32['consistency_residual']:>11.1e}/{qp['consistency_residual']:.1e}")
     print(f"speedup including the first call (CA): {result['speedup_including_first_call_float32']:.1f}x "
           f"(float32 moment), {result['speedup_including_first_call_float64']:.1f}x (float64)")
+    print(f"aggforce: {result['aggforce']}")
+    for name, row in result["maps"].items():
+        if "aggforce" in row:
+            agg, j32 = row["aggforce"], row["jaxcg_float32"]
+            print(f"  {name}: aggforce {agg['seconds']:.2f} s, jaxcg {j32['speedup_warm_vs_aggforce']:.1f}x faster warm; "
+                  f"objective (jaxcg-aggforce)/aggforce {j32['objective_relative_to_aggforce']:.2e}; "
+                  f"|GMᵀ-I| aggforce {agg['consistency_residual']:.1e}")
+    if result["speedup_including_first_call_vs_aggforce"]:
+        print(f"  first call (CA) vs aggforce: {result['speedup_including_first_call_vs_aggforce']:.1f}x")
     j = result["jnp_kkt_route_ca"]
     print(f"KKT solve (CA): host {j['host_kkt_solve_seconds']:.4f} s; the jnp route (jit) {j['first_call_seconds']:.2f} s "
           f"first call, {j['warm_seconds']:.4f} s warm: {j['compile_seconds']:.2f} s of compilation")
@@ -458,11 +499,15 @@ def report(result: dict, out: Path) -> None:
     print(f"\n{'frames':>8}{'jaxcg f32 (s)':>15}{'jaxcg f64 (s)':>15}{'QP (s)':>9}{'speedup f32':>13}")
     for row in result["frame_scaling_ca"]:
         print(f"{row['frames']:>8}{row['jaxcg_float32_seconds']:>15.4f}{row['jaxcg_float64_seconds']:>15.4f}"
-              f"{row['qp_osqp_seconds']:>9.2f}{row['speedup_float32']:>12.1f}x")
+              f"{row['qp_osqp_seconds']:>9.2f}{row['speedup_float32']:>12.1f}x"
+              + (f"   aggforce {row['aggforce_seconds']:.2f} s ({row['speedup_float32_vs_aggforce']:.1f}x)"
+                 if "aggforce_seconds" in row else ""))
     print(f"\n{'map':<30}{'beads':>6}{'jaxcg f32 (s)':>15}{'QP (s)':>9}{'speedup':>9}")
     for row in result["bead_scaling"]:
         print(f"{row['map']:<30}{row['beads']:>6}{row['jaxcg_float32_seconds']:>15.4f}{row['qp_osqp_seconds']:>9.2f}"
-              f"{row['speedup']:>8.1f}x")
+              f"{row['speedup']:>8.1f}x"
+              + (f"   aggforce {row['aggforce_seconds']:.2f} s ({row['speedup_vs_aggforce']:.1f}x)"
+                 if "aggforce_seconds" in row else ""))
     print(f"\n{'streamed frames':>16}{'heap peak (MB)':>16}{'process peak RSS (MB)':>23}"
           f"{'frames in memory (MB)':>23}{'seconds':>9}")
     for row in result["streaming"]:
