@@ -307,4 +307,4 @@ def test_moment_across_blocks_flushes_and_chunks_equals_one_product(precision):
     np.testing.assert_allclose(weighted.total, repeated.T @ repeated, rtol=0, atol=tolerance)
     assert weighted.weight == weights.sum()
     with pytest.raises(ValueError, match="non-negative"):
-        _optimal._MomentSum(expand.shape[1], np.float64).add(rows[:6].copy(), -np.ones(6))
+        _optimal._MomentSum(expand.shape[1], np.float64).add_columns(rows[:6].T.copy(), -np.ones(6))

@@ -60,9 +60,9 @@ class ForceMoment:
 
 
 _PRECISIONS = ("float64", "float32")
-#: Frames per block: one block's forces and gathered rows stay in a core's L2 cache through
-#: the gather, the group sums and the BLAS update.
-_BLOCK_FRAMES = 256
+#: Frames per block: a block's forces, their transpose and the gathered rows (about 0.45 MB
+#: each in float32) stay in a core's L2 cache through the group sums and the BLAS update.
+_BLOCK_FRAMES = 64
 #: Rows per float32 partial sum: BLAS accumulates this many rows in float32 (as one product
 #: over them would), then the partial sum is added to the float64 total.
 _FLUSH_ROWS = 8192
@@ -70,17 +70,19 @@ _FLUSH_ROWS = 8192
 
 @dataclasses.dataclass(frozen=True)
 class _GroupSum:
-    """How to sum (t, n, 3) forces over constraint groups: two gathers, then slab additions.
+    """How to sum (t, n, 3) forces over constraint groups: a transpose, two row gathers, then
+    slab additions.
 
-    Internally the groups are ordered by size, largest first. The first gather writes the
-    first member of every group as three rows per frame (x, y, z) of m columns; the second
-    writes the other members in member-major order (the second member of every group that has
-    one, widths[1] columns, then the third, ...). Adding each slab of the second onto the
-    leading columns of the first leaves the group sums, contiguous, ready for BLAS.
+    A block of frames is transposed to (3n, t), one row per (atom, dimension), frames along the
+    row. Internally the groups are ordered by size, largest first. The first gather takes the
+    rows of every group's first member, (group, dimension) order, giving (3m, t); the second the
+    rows of the later members in member-major order (the second member of every group that has
+    one, widths[1] atoms, then the third, ...). Adding each slab of the second onto the leading
+    rows of the first leaves the group sums as one contiguous (m, 3t) matrix, ready for BLAS.
 
     Attributes:
-      first: (3 m,) int indices into a frame's flattened (n * 3) forces, (dimension, group) order.
-      rest: (3 (n - m),) the same for the later members, (dimension, column) order.
+      first: (3 m,) row indices into the transposed block, (group, dimension) order.
+      rest: (3 (n - m),) the same for the later members, (atom, dimension) order.
       widths: per member j, the number of groups with more than j members (widths[0] = m;
         the widths sum to n).
       order: (m,) the expansion column of each internal group.
@@ -109,73 +111,68 @@ def _group_sum_plan(expansion: np.ndarray) -> _GroupSum | None:
     widths = tuple(int(np.count_nonzero(sizes > j)) for j in range(int(sizes.max())))
     members = [atoms[starts[:width] + j] for j, width in enumerate(widths)]
 
-    def flat_indices(columns: np.ndarray) -> np.ndarray:
-        return (3 * columns[None, :] + np.arange(3)[:, None]).reshape(-1).astype(np.intp)
+    def rows(columns: np.ndarray) -> np.ndarray:
+        return (3 * columns[:, None] + np.arange(3)[None, :]).reshape(-1).astype(np.intp)
 
     rest = np.concatenate(members[1:]) if len(members) > 1 else np.zeros(0, np.intp)
-    return _GroupSum(first=flat_indices(members[0]), rest=flat_indices(rest), widths=widths, order=order)
+    return _GroupSum(first=rows(members[0]), rest=rows(rest), widths=widths, order=order)
 
 
 class _Blocks:
-    """Reused buffers for the blocks of one accumulation: gathered rows and their cast copies."""
+    """Reused buffers for the blocks of one accumulation, in the accumulation's dtype."""
 
-    def __init__(self, plan: _GroupSum, dtype: type) -> None:
+    def __init__(self, plan: _GroupSum, n_atoms: int, dtype: type) -> None:
         self.plan, self.dtype = plan, np.dtype(dtype)
-        self.buffers: dict[tuple[str, np.dtype], np.ndarray] = {}
+        size = 3 * n_atoms * _BLOCK_FRAMES
+        self.copy, self.transposed = np.empty(size, self.dtype), np.empty(size, self.dtype)
+        self.first = np.empty(plan.first.size * _BLOCK_FRAMES, self.dtype)
+        self.rest = np.empty(plan.rest.size * _BLOCK_FRAMES, self.dtype)
 
-    def _buffer(self, name: str, dtype: np.dtype, n_columns: int, t: int) -> np.ndarray:
-        if (name, dtype) not in self.buffers:
-            self.buffers[name, dtype] = np.empty((_BLOCK_FRAMES, n_columns), dtype)
-        return self.buffers[name, dtype][:t]
-
-    def _gather(self, name: str, flat: np.ndarray, index: np.ndarray) -> np.ndarray:
-        t = flat.shape[0]
-        out = self._buffer(name, flat.dtype, index.size, t)
-        np.take(flat, index, axis=1, out=out, mode="wrap")  # "wrap": unbuffered
-        if out.dtype != self.dtype:  # float32 forces, float64 sums and products
-            cast = self._buffer(name, self.dtype, index.size, t)
-            np.copyto(cast, out)
-            out = cast
-        return out.reshape(3 * t, -1)
-
-    def rows_of(self, forces: np.ndarray) -> np.ndarray:
-        """(3t, m) forces summed over groups, rows (frame, dimension), columns internal groups;
+    def columns_of(self, forces: np.ndarray) -> np.ndarray:
+        """(m, 3t) forces summed over groups: rows internal groups, columns (dimension, frame);
         a C-contiguous view of a reused buffer, valid until the next call. ``forces``: (t, n, 3),
         t ≤ block, contiguous."""
         t, plan = forces.shape[0], self.plan
         flat = forces.reshape(t, -1)
-        if flat.dtype not in (np.float32, np.float64):
-            flat = flat.astype(self.dtype)
-        summed = self._gather("first", flat, plan.first)
+        # a contiguous copy first (also the cast): it brings the block into cache, after which
+        # the transposing copy runs at cache speed instead of striding through memory
+        copy = self.copy[: flat.size].reshape(flat.shape)
+        np.copyto(copy, flat, casting="same_kind")
+        transposed = self.transposed[: flat.size].reshape(flat.shape[::-1])
+        np.copyto(transposed, copy.T)
+        summed = self.first[: plan.first.size * t].reshape(-1, t)
+        np.take(transposed, plan.first, axis=0, out=summed, mode="wrap")  # "wrap": unbuffered
         if plan.rest.size:
-            rest, offset = self._gather("rest", flat, plan.rest), 0
+            rest, offset = self.rest[: plan.rest.size * t].reshape(-1, t), 0
+            np.take(transposed, plan.rest, axis=0, out=rest, mode="wrap")
             for width in plan.widths[1:]:
-                summed[:, :width] += rest[:, offset : offset + width]
+                summed[: 3 * width] += rest[3 * offset : 3 * (offset + width)]
                 offset += width
-        return summed
+        return summed.reshape(plan.widths[0], 3 * t)
 
 
 class _MomentSum:
-    """Σ_r w_r x_r x_rᵀ over blocks of (R, m) rows: BLAS rank-k updates of an upper triangle in
-    the rows' dtype, float32 partial sums added to a float64 total every ``_FLUSH_ROWS`` rows."""
+    """Σ_r w_r x_r x_rᵀ over blocks of rows x_r (m,): BLAS rank-k updates of an upper triangle
+    in the blocks' dtype, float32 partial sums added to a float64 total every ``_FLUSH_ROWS``."""
 
     def __init__(self, m: int, dtype: np.dtype) -> None:
         self.dtype = np.dtype(dtype)
         self.syrk = blas.ssyrk if self.dtype == np.float32 else blas.dsyrk
         self.partial = np.zeros((m, m), self.dtype, order="F")  # upper triangle used
-        self.total = np.zeros((m, m))  # upper triangle of the flushed partial sums, and others
+        self.total = np.zeros((m, m))  # upper triangle of the flushed partial sums
         self.rows_since_flush = 0
 
-    def add(self, rows: np.ndarray, weights: np.ndarray | None = None) -> None:
-        """Add the (R, m) rows (C-contiguous; scaled in place by √w when weighted)."""
+    def add_columns(self, columns: np.ndarray, weights: np.ndarray | None = None) -> None:
+        """Add the R columns of the C-contiguous (m, R) ``columns`` (scaled in place by √w when
+        weighted, ``weights`` (R,) non-negative)."""
         if weights is not None:
             if np.any(weights < 0):
                 raise ValueError("frame weights must be non-negative")
-            rows *= np.sqrt(weights, dtype=rows.dtype)[:, None]
-        rows = np.ascontiguousarray(rows, self.dtype)
-        # rows.T is Fortran-ordered (m, R): XᵀX as syrk's A Aᵀ, accumulated in place (beta = 1)
-        self.partial = self.syrk(1.0, rows.T, beta=1.0, c=self.partial, trans=0, lower=0, overwrite_c=1)
-        self.rows_since_flush += rows.shape[0]
+            columns *= np.sqrt(weights, dtype=columns.dtype)[None, :]
+        columns = np.ascontiguousarray(columns, self.dtype)
+        # columns.T is Fortran-ordered (R, m): A Aᵀ as syrk's aᵀ a, accumulated in place (beta 1)
+        self.partial = self.syrk(1.0, columns.T, beta=1.0, c=self.partial, trans=1, lower=0, overwrite_c=1)
+        self.rows_since_flush += columns.shape[1]
         if self.dtype == np.float32 and self.rows_since_flush >= _FLUSH_ROWS:
             self.flush()
 
@@ -242,9 +239,9 @@ def force_second_moment(
     Returns:
       ForceMoment, accumulated in float64.
 
-    Blocks of frames are summed over the groups by two column gathers and a few slab
-    additions, and the moment is built by BLAS symmetric rank-k updates (XᵀX of the (3t, m)
-    group-summed rows): nothing is compiled, and the same code serves every chunk size.
+    Blocks of frames are transposed, summed over the groups by two row gathers and a few slab
+    additions, and added to the moment by BLAS symmetric rank-k updates (X Xᵀ of the (m, 3t)
+    group sums): nothing is compiled, and the same code serves every chunk size.
     """
     if precision not in _PRECISIONS:
         raise ValueError(f"precision must be one of {_PRECISIONS}, got {precision!r}")
@@ -273,12 +270,12 @@ def force_second_moment(
         for start in range(0, forces.shape[0], _BLOCK_FRAMES):
             block = forces[start : start + _BLOCK_FRAMES]
             if plan is None:  # a general expansion: a dense product instead of gathers
-                rows = np.swapaxes(block, 1, 2).reshape(-1, n_atoms).astype(dtype) @ expansion.astype(dtype)
+                columns = expansion.T.astype(dtype) @ np.transpose(block, (1, 2, 0)).reshape(n_atoms, -1).astype(dtype)
             else:
-                buffers = buffers or _Blocks(plan, dtype)
-                rows = buffers.rows_of(block)
-            row_weights = None if w is None else np.repeat(w[start : start + _BLOCK_FRAMES], 3).astype(dtype)
-            moment.add(rows, row_weights)
+                buffers = buffers or _Blocks(plan, n_atoms, dtype)
+                columns = buffers.columns_of(block)
+            weights_of_columns = None if w is None else np.tile(w[start : start + _BLOCK_FRAMES], 3).astype(dtype)
+            moment.add_columns(columns, weights_of_columns)
         if not moment.finite():
             raise ValueError(f"forces chunk starting at frame {n_frames} holds NaN or inf")
         weight += float(forces.shape[0] if w is None else w.sum())
