@@ -261,6 +261,7 @@ def force_second_moment(
                 )
             expansion = np.asarray(expansion, dtype=np.float64)
             plan = _group_sum_plan(expansion)
+            expansion_t = expansion.T.astype(dtype)  # for a general (non-partition) expansion
         elif forces.shape[1] != n_atoms:
             raise ValueError(
                 f"force chunk has {forces.shape[1]} atoms but earlier chunks had {n_atoms}"
@@ -270,7 +271,7 @@ def force_second_moment(
         for start in range(0, forces.shape[0], _BLOCK_FRAMES):
             block = forces[start : start + _BLOCK_FRAMES]
             if plan is None:  # a general expansion: a dense product instead of gathers
-                columns = expansion.T.astype(dtype) @ np.transpose(block, (1, 2, 0)).reshape(n_atoms, -1).astype(dtype)
+                columns = expansion_t @ np.transpose(block, (1, 2, 0)).reshape(n_atoms, -1).astype(dtype)
             else:
                 buffers = buffers or _Blocks(plan, n_atoms, dtype)
                 columns = buffers.columns_of(block)
