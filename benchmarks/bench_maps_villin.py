@@ -459,6 +459,13 @@ def _aggforce_version() -> str:
     return version("aggforce")
 
 
+def _aggforce_column(row: dict, speedup_key: str) -> str:
+    """The aggforce time and speedup of a scaling row, or nothing where aggforce did not run."""
+    if "aggforce_seconds" not in row:
+        return ""
+    return f"   aggforce {row['aggforce_seconds']:.2f} s ({row[speedup_key]:.1f}x)"
+
+
 def report(result: dict, out: Path) -> None:
     print(f"\nOptimal force maps, {result['system']}, {result['frames']} frames "
           f"({result['frames_generated']} generated); {result['machine']}")
@@ -500,14 +507,12 @@ def report(result: dict, out: Path) -> None:
     for row in result["frame_scaling_ca"]:
         print(f"{row['frames']:>8}{row['jaxcg_float32_seconds']:>15.4f}{row['jaxcg_float64_seconds']:>15.4f}"
               f"{row['qp_osqp_seconds']:>9.2f}{row['speedup_float32']:>12.1f}x"
-              + (f"   aggforce {row['aggforce_seconds']:.2f} s ({row['speedup_float32_vs_aggforce']:.1f}x)"
-                 if "aggforce_seconds" in row else ""))
+              + _aggforce_column(row, "speedup_float32_vs_aggforce"))
     print(f"\n{'map':<30}{'beads':>6}{'jaxcg f32 (s)':>15}{'QP (s)':>9}{'speedup':>9}")
     for row in result["bead_scaling"]:
         print(f"{row['map']:<30}{row['beads']:>6}{row['jaxcg_float32_seconds']:>15.4f}{row['qp_osqp_seconds']:>9.2f}"
               f"{row['speedup']:>8.1f}x"
-              + (f"   aggforce {row['aggforce_seconds']:.2f} s ({row['speedup_vs_aggforce']:.1f}x)"
-                 if "aggforce_seconds" in row else ""))
+              + _aggforce_column(row, "speedup_vs_aggforce"))
     print(f"\n{'streamed frames':>16}{'heap peak (MB)':>16}{'process peak RSS (MB)':>23}"
           f"{'frames in memory (MB)':>23}{'seconds':>9}")
     for row in result["streaming"]:
